@@ -1,0 +1,197 @@
+"""Tables of intake and cases: mailbox positions, archived messages, cases and their facts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mailbot.clock import now
+from mailbot.db import Base, UTCDateTime
+
+# Message.status values: where a fetched message stands in the pipeline.
+MESSAGE_ARCHIVED = "archived"  # raw bytes archived and recorded; not yet turned into facts
+MESSAGE_PROCESSED = "processed"  # facts recorded; joined or opened a case (or none for its kind)
+MESSAGE_DUPLICATE = "duplicate"  # the same Message-ID or bytes were recorded before
+MESSAGE_PARKED = "parked"  # failed max_attempts times; waits for `mailbot reprocess`
+MESSAGE_OVERSIZE = "oversize"  # over the size limit: left on the server, not fetched
+
+CASE_STATES = (
+    "received", "incomplete", "awaiting_confirmation", "approved",
+    "issued", "delivered", "rejected", "revoked", "expired", "closed",
+)
+
+
+class MailboxState(Base):
+    """Where reading a mailbox stands: UIDVALIDITY and the highest UID seen."""
+
+    __tablename__ = "mailbox_state"
+
+    source: Mapped[str] = mapped_column(String(400), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now, onupdate=now)
+
+
+class Case(Base):
+    """One application (new or revoke), numbered XM-YYYY-NNNN."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(20), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # new | revoke
+    state: Mapped[str] = mapped_column(String(30), default="received")
+    company: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    applicant_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now, onupdate=now)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    messages: Mapped[list[Message]] = relationship(back_populates="case")
+    fields: Mapped[list[CaseField]] = relationship(back_populates="case",
+                                                   cascade="all, delete-orphan")
+    findings: Mapped[list[CaseFinding]] = relationship(back_populates="case",
+                                                       cascade="all, delete-orphan")
+
+
+class CaseCounter(Base):
+    """The last case number handed out per year (rows locked while numbering)."""
+
+    __tablename__ = "case_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Message(Base):
+    """One fetched message: where it came from, its archived bytes, what it was judged to be."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("source", "uidvalidity", "uid"),
+        Index("ix_messages_sha256", "sha256"),
+        Index("ix_messages_message_id", "message_id"),
+        Index("ix_messages_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(400))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    uid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    source_key: Mapped[str | None] = mapped_column(String(400), nullable=True)  # Maildir key
+    message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    archive_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    from_addr: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    date_header: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    status: Mapped[str] = mapped_column(String(20), default=MESSAGE_ARCHIVED)
+    kind: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # inspect JSON
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    moved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True)
+    duplicate_of_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), nullable=True)
+
+    case: Mapped[Case | None] = relationship(back_populates="messages")
+    attachments: Mapped[list[Attachment]] = relationship(back_populates="message",
+                                                         cascade="all, delete-orphan")
+
+
+class Attachment(Base):
+    """One file of a message (zip members one by one), with the materials it counts for."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_row_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    materials: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+    message: Mapped[Message] = relationship(back_populates="attachments")
+
+
+class CaseField(Base):
+    """A form field of a case: as extracted from the form, or typed in by staff."""
+
+    __tablename__ = "case_fields"
+    __table_args__ = (UniqueConstraint("case_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"))
+    key: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20), default="form")  # form | staff
+    message_row_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), nullable=True)
+    set_by: Mapped[str] = mapped_column(String(100), default="system")
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+
+    case: Mapped[Case] = relationship(back_populates="fields")
+
+
+class CaseFinding(Base):
+    """A finding against a case, from one message; resolved or overridden later."""
+
+    __tablename__ = "case_findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    message_row_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), nullable=True)
+    code: Mapped[str] = mapped_column(String(60))
+    severity: Mapped[str] = mapped_column(String(10))
+    detail: Mapped[str] = mapped_column(Text)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    overridden_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    override_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    case: Mapped[Case] = relationship(back_populates="findings")
+
+
+class ProcessingFailure(Base):
+    """One failed attempt to process a message; after max_attempts the message is parked."""
+
+    __tablename__ = "processing_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_row_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    error: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """Append-only, SM3-chained record of every transition and staff action."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), nullable=True, index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    actor: Mapped[str] = mapped_column(String(200))  # staff name, "system", or "message:<id>"
+    action: Mapped[str] = mapped_column(String(40))
+    from_state: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    to_state: Mapped[str | None] = mapped_column(String(30), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

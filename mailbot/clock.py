@@ -1,0 +1,33 @@
+"""One clock for the whole daemon, so tests can set the time instead of sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+_now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+
+
+def now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return _now()
+
+
+def set_clock(fn: Callable[[], datetime] | None) -> None:
+    """Replace the clock (tests); None restores the system clock."""
+    global _now
+    _now = fn if fn is not None else (lambda: datetime.now(UTC))
+
+
+class FrozenClock:
+    """A settable clock for tests: `clock.advance(minutes=10)` instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **delta: float) -> datetime:
+        self.current += timedelta(**delta)
+        return self.current
