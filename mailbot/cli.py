@@ -15,6 +15,7 @@ from mailbot.config import Config
 # Each module registers its subcommands with `register(subparsers)`.
 COMMAND_MODULES: list[str] = [
     "mailbot.core_cli",
+    "mailbot.cases.cli",
 ]
 
 

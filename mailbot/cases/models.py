@@ -193,5 +193,6 @@ class AuditEntry(Base):
     from_state: Mapped[str | None] = mapped_column(String(30), nullable=True)
     to_state: Mapped[str | None] = mapped_column(String(30), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
-    prev_hash: Mapped[str] = mapped_column(String(64))
+    # unique: two writers chaining onto the same row would fork the chain; one must retry
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["case_id"], ["cases.id"], name=op.f("fk_audit_log_case_id_cases")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
         sa.UniqueConstraint("hash", name=op.f("uq_audit_log_hash")),
+        sa.UniqueConstraint("prev_hash", name=op.f("uq_audit_log_prev_hash")),
     )
     op.create_index(op.f("ix_audit_log_case_id"), "audit_log", ["case_id"], unique=False)
     op.create_table(

@@ -1,0 +1,201 @@
+"""CaseStore: numbers cases and records what intake found (attachments, fields, findings)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailbot.cases.audit import append_audit
+from mailbot.cases.models import (
+    MESSAGE_PROCESSED,
+    Attachment,
+    Case,
+    CaseCounter,
+    CaseField,
+    CaseFinding,
+    Message,
+)
+from mailbot.clock import now
+from mailbot.findings import Finding
+
+if TYPE_CHECKING:
+    from mailbot.intake.facts import MessageFacts
+
+log = logging.getLogger(__name__)
+
+CASE_REF = re.compile(r"^XM-(\d{4})-(\d{4,})$")
+# Required materials per kind (CONTRACTS.md); rules/materials.toml may list them too.
+REQUIRED_MATERIALS: dict[str, tuple[str, ...]] = {
+    "new": ("application_form", "business_licence", "legal_rep_id", "handler_id",
+            "crypto_product_cert", "csr"),
+    "revoke": ("application_form", "business_licence", "legal_rep_id", "handler_id",
+               "certificate"),
+}
+OPENING_KINDS = ("new", "revoke")
+# States in which an applicant's reply can still change the case.
+OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
+
+
+def format_ref(year: int, seq: int) -> str:
+    return f"XM-{year:04d}-{seq:04d}"
+
+
+class CaseStore:
+    """All writes of intake to cases go through here, inside the caller's transaction."""
+
+    def __init__(self, session: Session,
+                 required: dict[str, Iterable[str]] | None = None) -> None:
+        self.session = session
+        self.required = {k: tuple(v) for k, v in (required or REQUIRED_MATERIALS).items()}
+
+    # numbering ---------------------------------------------------------------------------
+    def next_ref(self, year: int | None = None) -> str:
+        """The next free number of the year; the counter row is locked until commit."""
+        year = year or now().year
+        counter = self.session.scalars(
+            select(CaseCounter).where(CaseCounter.year == year).with_for_update()
+        ).first()
+        if counter is None:
+            counter = CaseCounter(year=year, last_seq=0)
+            self.session.add(counter)
+        counter.last_seq += 1
+        self.session.flush()
+        return format_ref(year, counter.last_seq)
+
+    def by_ref(self, ref: str) -> Case | None:
+        return self.session.scalars(select(Case).where(Case.ref == ref.upper())).first()
+
+    # intake ------------------------------------------------------------------------------
+    def record_facts(self, message: Message, facts: MessageFacts) -> Case | None:
+        """Record one analysed message: open a case (new/revoke), join one (reply), or neither."""
+        message.kind = facts.kind
+        message.facts = facts.to_inspect_json()
+        message.status = MESSAGE_PROCESSED
+        message.processed_at = now()
+        self._record_attachments(message, facts)
+        case: Case | None = None
+        if facts.kind in OPENING_KINDS:
+            case = self._open_case(message, facts)
+        elif facts.kind == "reply" and facts.case_ref:
+            case = self.by_ref(facts.case_ref)
+            if case is None:
+                log.warning("message %s cites unknown case %s", message.id, facts.case_ref)
+            else:
+                self._join_case(case, message, facts)
+        self.session.flush()
+        return case
+
+    def _record_attachments(self, message: Message, facts: MessageFacts) -> None:
+        for att in facts.attachments:
+            message.attachments.append(Attachment(
+                filename=att.filename, content_type=att.content_type, size=att.size,
+                sha256=att.sha256, materials=list(att.materials)))
+
+    def _open_case(self, message: Message, facts: MessageFacts) -> Case:
+        company = facts.company or facts.form.get("applicant_org") or None
+        case = Case(ref=self.next_ref(), kind=facts.kind, state="received", company=company,
+                    applicant_address=facts.reply_to or facts.from_addr)
+        self.session.add(case)
+        message.case = case
+        self.session.flush()
+        append_audit(self.session, actor=f"message:{message.id}", action="open", case=case,
+                     to_state="received", reason=f"{facts.kind} application by mail")
+        self._record_fields(case, message, facts.form)
+        self._add_findings(case, message, facts.findings)
+        self._settle_state(case, actor="system")
+        return case
+
+    def _join_case(self, case: Case, message: Message, facts: MessageFacts) -> None:
+        message.case = case
+        self.session.flush()
+        append_audit(self.session, actor=f"message:{message.id}", action="reply", case=case,
+                     reason="applicant replied")
+        if case.state not in OPEN_STATES:
+            return  # a reply to a settled case is kept with it, but changes nothing
+        self._record_fields(case, message, facts.form)
+        # What this reply brings supersedes what earlier messages said of the same thing.
+        brings_csr = any("csr" in a.materials for a in facts.attachments) or facts.csr is not None
+        for f in self._open_findings(case):
+            if brings_csr and f.code.startswith("csr_"):
+                f.resolved_at = now()
+        # Materials count across the whole case; the reply's own missing list does not apply.
+        own = [f for f in facts.findings if f.code != "missing_material"]
+        self._add_findings(case, message, own)
+        self._settle_state(case, actor=f"message:{message.id}")
+
+    def _record_fields(self, case: Case, message: Message, form: dict[str, str]) -> None:
+        current = {f.key: f for f in case.fields}
+        for key, value in form.items():
+            existing = current.get(key)
+            if existing is not None and existing.source == "staff":
+                continue  # what staff typed in wins over a later form
+            if existing is None:
+                case.fields.append(CaseField(key=key, value=value, source="form",
+                                             message_row_id=message.id))
+            elif existing.value != value:
+                existing.value, existing.message_row_id, existing.set_at = value, message.id, now()
+        if form.get("applicant_org") and not case.company:
+            case.company = form["applicant_org"]
+
+    def _add_findings(self, case: Case, message: Message, findings: Iterable[Finding]) -> None:
+        for f in findings:
+            if f.code == "missing_material":
+                continue  # recomputed for the whole case in _settle_state
+            case.findings.append(CaseFinding(message_row_id=message.id, code=f.code,
+                                             severity=f.severity, detail=f.detail,
+                                             facts=_jsonable(f.facts)))
+
+    def _open_findings(self, case: Case) -> list[CaseFinding]:
+        return [f for f in case.findings if f.resolved_at is None and f.overridden_by is None]
+
+    def materials_present(self, case: Case) -> set[str]:
+        rows = self.session.scalars(
+            select(Attachment.materials).join(Message).where(Message.case_id == case.id))
+        return {m for materials in rows for m in (materials or [])}
+
+    def missing_materials(self, case: Case) -> list[str]:
+        present = self.materials_present(case)
+        return [m for m in self.required.get(case.kind, ()) if m not in present]
+
+    def _settle_state(self, case: Case, actor: str) -> None:
+        """Sync missing-material findings with the case's files, then incomplete vs ready."""
+        missing = set(self.missing_materials(case))
+        open_missing = {f.facts.get("material"): f for f in self._open_findings(case)
+                        if f.code == "missing_material"}
+        for material, f in open_missing.items():
+            if material not in missing:
+                f.resolved_at = now()
+        for material in self.required.get(case.kind, ()):
+            if material in missing and material not in open_missing:
+                case.findings.append(CaseFinding(
+                    code="missing_material", severity="missing",
+                    detail=f"required material missing: {material}",
+                    facts={"material": material}))
+        self.session.flush()
+        blocking = any(f.severity in ("reject", "missing") for f in self._open_findings(case))
+        target = "incomplete" if blocking else "awaiting_confirmation"
+        if case.state != target:
+            append_audit(self.session, actor=actor, action="intake_check", case=case,
+                         from_state=case.state, to_state=target,
+                         reason="materials or request need fixing" if blocking
+                         else "materials complete; waiting for the phone confirmation")
+            case.state = target
+
+
+def _jsonable(facts: object) -> dict[str, object]:
+    """Finding facts as plain JSON values (bytes and other objects become text)."""
+    out: dict[str, object] = {}
+    for key, value in dict(facts or {}).items():  # type: ignore[call-overload]
+        if isinstance(value, str | int | float | bool) or value is None:
+            out[str(key)] = value
+        elif isinstance(value, list | tuple):
+            out[str(key)] = [v if isinstance(v, str | int | float | bool) else str(v)
+                             for v in value]
+        else:
+            out[str(key)] = str(value)
+    return out
