@@ -132,7 +132,7 @@ def _overlay(obj: Any, data: dict[str, Any], where: str) -> None:
     known = {f.name: f for f in fields(obj)}
     for key, value in data.items():
         if key not in known:
-            raise ValueError(f"unknown configuration key {where}{key!r}")
+            raise ValueError(f"unknown configuration key {where}{key}")
         current = getattr(obj, key)
         if is_dataclass(current):
             if not isinstance(value, dict):
