@@ -22,6 +22,7 @@ from mailbot.cases.models import (
 )
 from mailbot.clock import now
 from mailbot.findings import Finding
+from mailbot.intake.facts import REQUIRED_MATERIALS
 
 if TYPE_CHECKING:
     from mailbot.intake.facts import MessageFacts
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CASE_REF = re.compile(r"^XM-(\d{4})-(\d{4,})$")
-# Required materials per kind (CONTRACTS.md); rules/materials.toml may list them too.
-REQUIRED_MATERIALS: dict[str, tuple[str, ...]] = {
-    "new": ("application_form", "business_licence", "legal_rep_id", "handler_id",
-            "crypto_product_cert", "csr"),
-    "revoke": ("application_form", "business_licence", "legal_rep_id", "handler_id",
-               "certificate"),
-}
 OPENING_KINDS = ("new", "revoke")
 # States in which an applicant's reply can still change the case.
 OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
