@@ -16,6 +16,10 @@ from mailbot.config import Config
 COMMAND_MODULES: list[str] = [
     "mailbot.core_cli",
     "mailbot.cases.cli",
+    "mailbot.pki.ca_cli",
+    "mailbot.daemon_cli",
+    "mailbot.pki.csr_cli",
+    "mailbot.intake.inspect_cli",
 ]
 
 

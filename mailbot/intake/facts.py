@@ -48,6 +48,10 @@ class AttachmentFact:
     sniffed: str | None = None
     inline: bool = False
     content_id: str | None = None
+    # Per-file findings (zip bomb, encrypted member, RAR...): analyse adds them to the message.
+    findings: list[Finding] = field(default_factory=list)
+    # Fields read from a .docx application form during classification (None: not a readable form).
+    form: dict[str, str] | None = None
 
     def inspect_rows(self) -> list[dict[str, Any]]:
         """One `inspect` row per material this file covers (at least one: `other`)."""

@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""Intake benchmark (issue 3): mailbox -> archive -> facts -> cases, against a real Dovecot.
+
+    python3 bench/intake.py [--messages 500] [--kb 300] [--big-mb 30] [--db URL]
+
+1. starts its own Dovecot (tests/dovecot.py), APPENDs N application emails of ~300 KB
+   (a filled .docx form, four PDF/JPEG scans, a real SM2 CSR made by OpenSSL);
+2. times a bare imapclient BODY.PEEK[] fetch of the same messages (the reference rate);
+3. times `mailbot run --once` work (Daemon.run_once): fetch, archive, record, move, analyse on
+   every core, cases recorded; prints messages/s and the ratio to the raw fetch rate;
+4. in a child process, ingests one message with a 30 MB attachment and prints the peak RSS
+   growth over the idle process (main process and parse worker), as a multiple of the size.
+Targets: ratio >= 1/3; RSS growth < 4x the message size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from email.message import EmailMessage
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from imapclient import IMAPClient  # noqa: E402
+
+from tests.dovecot import DovecotServer, _ensure_vmail, _free_port  # noqa: E402
+
+BATCH = 20
+
+# -- realistic applications ---------------------------------------------------------------
+
+DOCX_CT = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+           '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+           '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+           'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+           '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
+           'officedocument.wordprocessingml.document.main+xml"/></Types>')
+DOCX_RELS = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+             '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+             '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
+             'relationships/officeDocument" Target="word/document.xml"/></Relationships>')
+W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+
+def _cell(text: str) -> str:
+    return f"<w:tc><w:p><w:r><w:t xml:space=\"preserve\">{text}</w:t></w:r></w:p></w:tc>"
+
+
+def make_form_docx(company: str, code: str, n: int) -> bytes:
+    """The 申请表 as a filled table (label cell, value cell), as applicants type it in Word."""
+    rows = [
+        ["申请类别", "☑新办 □注销"],
+        ["申请单位", company], ["机构代码", code], ["邮件地址", f"cert{n}@example{n}.cn"],
+        ["法定代表人/主要负责人", f"张{n}", "联系电话", f"1385921{n:04d}"],
+        ["证件类型", "居民身份证", "证件号码", f"35020319800101{n:04d}"],
+        ["经办人", f"李{n}", "联系电话", f"1395920{n:04d}"],
+        ["证件类型", "居民身份证", "证件号码", f"35020319900202{n:04d}"],
+        ["服务类密码设备商用密码产品认证证书编号", f"GM0031{n:06d}"],
+        ["通用名", company],
+    ]
+    body = "".join("<w:tr>" + "".join(_cell(c) for c in r) + "</w:tr>" for r in rows)
+    doc = (f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><w:document xmlns:w="{W}">'
+           "<w:body><w:p><w:r><w:t>中国电子口岸数字证书申请表</w:t></w:r></w:p>"
+           f"<w:tbl>{body}</w:tbl></w:body></w:document>")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", DOCX_CT)
+        z.writestr("_rels/.rels", DOCX_RELS)
+        z.writestr("word/document.xml", doc)
+    return buf.getvalue()
+
+
+def make_pdf(size: int) -> bytes:
+    """A one-page PDF whose image stream is `size` bytes of scan-like noise."""
+    head = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+            b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+            b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 595 842]>>endobj\n"
+            + f"4 0 obj<</Length {size}/Filter/DCTDecode>>stream\n".encode())
+    return head + os.urandom(size) + b"\nendstream endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+
+
+def make_jpeg(size: int) -> bytes:
+    return b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" + \
+        os.urandom(size) + b"\xff\xd9"
+
+
+def make_csrs(count: int, workdir: Path) -> list[bytes]:
+    """Real SM2 CSRs (SM3withSM2, default ID) from the OpenSSL CLI."""
+    out = []
+    for i in range(count):
+        key = workdir / f"k{i}.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                        "ec_paramgen_curve:SM2", "-out", str(key)], check=True,
+                       capture_output=True)
+        csr = subprocess.run(["openssl", "req", "-new", "-key", str(key), "-sm3", "-sigopt",
+                              "distid:1234567812345678", "-utf8", "-subj",
+                              f"/C=CN/O=厦门基准测试{i}有限公司/CN=厦门基准测试{i}有限公司"],
+                             check=True, capture_output=True).stdout
+        out.append(csr)
+    return out
+
+
+def make_application(n: int, csr: bytes, target_kb: int, big: int = 0) -> bytes:
+    company = f"厦门基准测试{n}有限公司"
+    msg = EmailMessage()
+    msg["From"] = f"经办人{n} <handler{n}@example{n}.cn>"
+    msg["To"] = "xmport@189.cn"
+    msg["Subject"] = f"{company}+数字证书申办"
+    msg["Message-ID"] = f"<bench-{n}-{os.urandom(6).hex()}@example{n}.cn>"
+    msg["Date"] = "Wed, 25 Nov 2026 09:00:00 +0800"
+    msg.set_content(f"您好：\n附件为{company}服务类密码设备数字证书申请材料，请审核。\n经办人{n}\n")
+    form = make_form_docx(company, f"91350200MA{n:08d}", n)
+    # Four scans share what is left of the target (base64 adds a third).
+    scan = max(1000, (target_kb * 1024 * 3 // 4 - len(form) - 3000) // 4)
+    files = [
+        ("中国电子口岸数字证书申请表.docx", form, "application",
+         "vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        ("营业执照副本.pdf", make_pdf(big or scan), "application", "pdf"),
+        ("法定代表人身份证.jpg", make_jpeg(scan), "image", "jpeg"),
+        ("经办人身份证.jpg", make_jpeg(scan), "image", "jpeg"),
+        ("商用密码产品认证证书.pdf", make_pdf(scan), "application", "pdf"),
+        ("server.csr", csr, "application", "pkcs10"),
+    ]
+    for name, data, maintype, subtype in files:
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg.as_bytes()
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+def raw_fetch_rate(user, uids: list[int]) -> tuple[float, int]:
+    """Messages/s of a bare imapclient BODY.PEEK[] fetch in batches (no parsing, no storing)."""
+    c = IMAPClient(user.host, port=user.port, ssl=False, timeout=60)
+    c.login(user.username, user.password)
+    c.select_folder("INBOX", readonly=True)
+    total = 0
+    t0 = time.perf_counter()
+    for i in range(0, len(uids), BATCH):
+        data = c.fetch(uids[i:i + BATCH], ["BODY.PEEK[]"])
+        total += sum(len(d[b"BODY[]"]) for d in data.values())
+    elapsed = time.perf_counter() - t0
+    c.logout()
+    return len(uids) / elapsed, total
+
+
+def config_for(root: Path, mailbox_url: str, db_url: str | None, workers: int):
+    from mailbot.config import Config
+
+    cfg = Config()
+    cfg.base_dir = str(root)
+    cfg.paths.var_dir = str(root / "var")
+    cfg.database.url = db_url or f"sqlite:///{root / 'var' / 'mailbot.sqlite3'}"
+    cfg.mailbox.url = mailbox_url
+    cfg.intake.workers = workers
+    cfg.intake.fetch_batch = BATCH
+    return cfg
+
+
+def fresh_schema(cfg) -> None:
+    from mailbot.core_cli import init_workspace
+
+    init_workspace(cfg)
+
+
+def _hwm(pid: int) -> int:
+    """Peak resident set (VmHWM) of a process, in bytes; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_child(args: argparse.Namespace) -> None:
+    """Child process: idle RSS, then ingest the one big message; prints JSON."""
+    import logging
+
+    import psutil
+
+    logging.disable(logging.INFO)
+    from mailbot.daemon import Daemon
+
+    root = Path(args.root)
+    cfg = config_for(root, args.url, args.db, 1)
+    fresh_schema(cfg)
+    daemon = Daemon(cfg)
+    daemon.source.open()
+    me = psutil.Process()
+    # ru_maxrss survives execve on Linux (it would show the bench parent's peak), so the
+    # peak is VmHWM of this address space, reset to the current RSS right here.
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    idle = me.memory_info().rss
+    worker_peak = {"rss": 0}
+    stop = threading.Event()
+
+    def sample() -> None:  # parse workers: their own high-water marks, read until they exit
+        while not stop.is_set():
+            for child in me.children(recursive=True):
+                worker_peak["rss"] = max(worker_peak["rss"], _hwm(child.pid))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    report = daemon.run_once()
+    stop.set()
+    t.join()
+    peak = _hwm(os.getpid())
+    print(json.dumps({"idle": idle, "peak": peak, "worker_peak": worker_peak["rss"],
+                      "processed": report.processing.processed,
+                      "cases": report.processing.cases_opened}))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=500)
+    ap.add_argument("--kb", type=int, default=300)
+    ap.add_argument("--big-mb", type=int, default=30)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--db", default=None,
+                    help="database URL (default: SQLite in the temp dir); PostgreSQL runs in a"
+                         " throw-away schema")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args)
+        return 0
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from sqlalchemy import func, select
+
+    from mailbot.cases.models import Case, Message
+    from mailbot.daemon import Daemon
+
+    pg_admin, pg_schema = None, None
+    if args.db and args.db.startswith("postgresql"):
+        # A throw-away schema: never touch the tables of whatever database was named.
+        from sqlalchemy import create_engine, text
+
+        pg_schema = f"bench_{os.urandom(5).hex()}"
+        pg_admin = create_engine(args.db)
+        with pg_admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{pg_schema}"'))
+        sep = "&" if "?" in args.db else "?"
+        args.db = f"{args.db}{sep}options=-csearch_path%3D{pg_schema}"
+    root = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
+    os.chmod(root, 0o755)
+    uid, gid = _ensure_vmail()
+    server = DovecotServer(root=root / "dovecot", port=_free_port(), uid=uid, gid=gid)
+    server.start()
+    try:
+        user = server.add_user()
+        t0 = time.perf_counter()
+        csrs = make_csrs(10, root)
+        mails = [make_application(i, csrs[i % len(csrs)], args.kb) for i in range(args.messages)]
+        c = user.client()
+        uids = []
+        for raw in mails:
+            resp = c.append("INBOX", raw)
+            uids.append(int(resp.decode().split("APPENDUID", 1)[1].split("]")[0].split()[1]))
+        c.logout()
+        mean = sum(map(len, mails)) / len(mails)
+        print(f"built and APPENDed {len(mails)} applications, mean {mean / 1024:.0f} KB,"
+              f" in {time.perf_counter() - t0:.1f} s")
+        del mails
+
+        raw_fetch_rate(user, uids)  # warm-up: both runs read from the page cache
+        raw_rate, raw_bytes = raw_fetch_rate(user, uids)
+        print(f"raw imapclient BODY.PEEK[] fetch: {raw_rate:.1f} messages/s"
+              f" ({raw_bytes / 1e6 / (len(uids) / raw_rate):.0f} MB/s)")
+
+        work = root / "run"
+        work.mkdir()
+        cfg = config_for(work, user.url, args.db, args.workers)
+        fresh_schema(cfg)
+        daemon = Daemon(cfg)
+        t0 = time.perf_counter()
+        report = daemon.run_once()
+        elapsed = time.perf_counter() - t0
+        rate = len(uids) / elapsed
+        with daemon.sessions() as s:
+            cases = s.scalar(select(func.count()).select_from(Case))
+            rows = s.scalar(select(func.count()).select_from(Message))
+        daemon.engine.dispose()
+        print(f"mailbot ingest into cases: {rate:.1f} messages/s ({elapsed:.1f} s;"
+              f" {rows} messages, {cases} cases, processed {report.processing.processed},"
+              f" failed {report.processing.failed}, workers {daemon.processor.workers})")
+        ratio = rate / raw_rate
+        print(f"ratio to raw fetch: {ratio:.2f} (target >= 0.33) "
+              f"{'OK' if ratio >= 1 / 3 else 'BELOW TARGET'}")
+
+        # One message with a big attachment, ingested in a fresh child process.
+        big_user = server.add_user()
+        big = make_application(9999, csrs[0], args.kb, big=args.big_mb * 1024 * 1024)
+        big_user.append(big)
+        size = len(big)
+        del big
+        big_root = root / "big"
+        big_root.mkdir()
+        out = subprocess.run([sys.executable, __file__, "--rss-child", "--root", str(big_root),
+                              "--url", big_user.url] + (["--db", args.db] if args.db else []),
+                             capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            print(out.stderr, file=sys.stderr)
+            return 1
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        growth = m["peak"] - m["idle"]
+        wgrowth = m["worker_peak"] - m["idle"]  # a worker starts as a fork of the idle process
+        print(f"one message of {size / 1e6:.1f} MB ({args.big_mb} MB attachment):"
+              f" main process idle {m['idle'] / 1e6:.0f} MB, peak {m['peak'] / 1e6:.0f} MB,"
+              f" growth {growth / 1e6:.0f} MB = {growth / size:.2f}x the message"
+              f" (target < 4x) {'OK' if growth < 4 * size else 'OVER TARGET'}")
+        print(f"  parse worker (forked from the idle process): peak"
+              f" {m['worker_peak'] / 1e6:.0f} MB, growth {wgrowth / 1e6:.0f} MB ="
+              f" {wgrowth / size:.2f}x; processed {m['processed']}, cases {m['cases']}")
+    finally:
+        server.stop()
+        if pg_admin is not None:
+            from sqlalchemy import text
+
+            with pg_admin.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{pg_schema}" CASCADE'))
+            pg_admin.dispose()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"kept {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

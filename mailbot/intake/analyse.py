@@ -1,0 +1,381 @@
+"""Raw message bytes -> MessageFacts: parse once, decode only what must be read, classify.
+
+Scans (PDF/JPEG/PNG...) are never held decoded: their type comes from a few hundred decoded
+bytes, their size and sha256 from a streamed decode. Only the form (.docx), CSRs,
+certificates, zips and unknown files are decoded whole, each capped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import mimetypes
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mailbot.findings import Finding
+from mailbot.intake.classify import Headers, classify
+from mailbot.intake.facts import (
+    BODY_FILENAME,
+    REQUIRED_MATERIALS,
+    AttachmentFact,
+    MessageFacts,
+)
+from mailbot.intake.mime import (
+    MAX_TEXT_BYTES,
+    ParsedMessage,
+    Part,
+    decode_bytes,
+    html_to_text,
+    parse_message,
+)
+from mailbot.intake.subject import ApplicationSubject
+
+log = logging.getLogger(__name__)
+
+SCAN_TYPES = frozenset({"pdf", "jpeg", "png", "gif", "bmp", "tiff", "webp"})
+MAX_FULL_DECODE = 64 * 1024 * 1024   # beyond this a part is judged by its first bytes only
+MAX_ATTACHMENTS = 500
+# S/MIME signatures and opaque S/MIME bodies: the certificates inside are the sender's, no material.
+SMIME_SIGNATURE_TYPES = ("application/pkcs7-signature", "application/x-pkcs7-signature",
+                         "application/pkcs7-mime", "application/x-pkcs7-mime")
+REPORT_PART_TYPES = ("message/delivery-status", "message/global-delivery-status",
+                     "message/disposition-notification", "text/rfc822-headers")
+# Cheap gate before a body search for a pasted CSR: PEM armour or a long base64 run.
+_CSR_HINT = re.compile(r"-----BEGIN|[A-Za-z0-9+/]{120,}")
+_PEM_ANY = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+
+# ---------------------------------------------------------------------------------------------
+# collaborators (materials and PKI helpers); a stand-in keeps intake alive without them
+_MISSING = object()
+_modules: dict[str, Any] = {}
+
+
+def _optional(name: str) -> Any:
+    """A collaborator's module, or None while it does not exist (looked up once)."""
+    mod = _modules.get(name, _MISSING)
+    if mod is _MISSING:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            mod = None
+        _modules[name] = mod
+    return mod
+
+
+def _materials() -> Any:
+    return _optional("mailbot.intake.attachments")
+
+
+def _classify_attachment(filename: str, content_type: str, data: bytes,
+                         settings: Mapping[str, Any], inline: bool = False,
+                         content_id: str | None = None) -> list[AttachmentFact]:
+    mod = _materials()
+    if mod is not None:
+        return list(mod.classify_attachment(filename, content_type, data, settings,
+                                            inline=inline, content_id=content_id))
+    return _fallback_classify(filename, content_type, data)
+
+
+def _sniff(prefix: bytes) -> str | None:
+    mod = _materials()
+    if mod is not None and hasattr(mod, "sniff_type"):
+        try:
+            return mod.sniff_type(prefix)
+        except Exception:  # noqa: BLE001
+            return None
+    return _fallback_sniff(prefix)
+
+
+def _find_csr_in_text(text: str) -> bytes | None:
+    mod = _materials()
+    if mod is not None and hasattr(mod, "find_csr_in_text"):
+        return mod.find_csr_in_text(text)
+    m = re.search(r"-----BEGIN (NEW )?CERTIFICATE REQUEST-----(.*?)-----END (NEW )?CERTIFICATE"
+                  r" REQUEST-----", text, re.S)
+    if not m:
+        return None
+    import base64
+    import binascii
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", m.group(2)))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _extract_form(docx: bytes) -> dict[str, str]:
+    mod = _optional("mailbot.intake.form")
+    return {} if mod is None else dict(mod.extract_form(docx))
+
+
+def _check_csr(data: bytes) -> Any:
+    mod = _optional("mailbot.pki.csr")
+    return None if mod is None else mod.check_csr(data)
+
+
+def _fallback_sniff(prefix: bytes) -> str | None:
+    magic = {b"%PDF": "pdf", b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"GIF8": "gif",
+             b"PK\x03\x04": "zip", b"\xd0\xcf\x11\xe0": "doc", b"Rar!": "rar",
+             b"7z\xbc\xaf": "7z", b"\x78\x9f\x3e\x22": "tnef", b"BM": "bmp"}
+    for sig, name in magic.items():
+        if prefix.startswith(sig):
+            return name
+    return None
+
+
+_FALLBACK_NAMES = (("申请表", "application_form"), ("营业执照", "business_licence"),
+                   ("法定代表人", "legal_rep_id"), ("法人", "legal_rep_id"),
+                   ("经办人", "handler_id"), ("商用密码", "crypto_product_cert"),
+                   ("认证证书", "crypto_product_cert"))
+
+
+def _fallback_classify(filename: str, content_type: str, data: bytes) -> list[AttachmentFact]:
+    """Crude stand-in for mailbot.intake.attachments until it exists."""
+    materials: list[str] = []
+    for word, material in _FALLBACK_NAMES:
+        if word in filename and material not in materials:
+            materials.append(material)
+    head = data[:4096]
+    if b"CERTIFICATE REQUEST" in head or filename.lower().endswith(".csr"):
+        materials = ["csr"]
+    elif b"BEGIN CERTIFICATE" in head or filename.lower().endswith((".cer", ".crt")):
+        materials = ["certificate"]
+    return [AttachmentFact(filename, content_type, len(data), materials or ["other"],
+                           hashlib.sha256(data).hexdigest(), data)]
+
+
+# ---------------------------------------------------------------------------------------------
+def _headers(pm: ParsedMessage, subject: str) -> Headers:
+    def text(name: str) -> str | None:
+        raw = pm.header(name)
+        return None if raw is None else decode_bytes(raw).strip()
+
+    from_addrs = pm.addresses("from")
+    return Headers(
+        subject=subject,
+        from_addr=from_addrs[0] if from_addrs else None,
+        return_path=text("return-path"),
+        auto_submitted=text("auto-submitted"),
+        precedence=text("precedence"),
+        x_autoreply=text("x-autoreply"),
+        x_autorespond=text("x-autorespond"),
+        in_reply_to=pm.message_ids("in-reply-to"),
+        references=pm.message_ids("references"),
+        content_types=pm.content_types(),
+    )
+
+
+def _is_body(part: Part) -> bool:
+    return (part.content_type in ("text/plain", "text/html") and not part.filename
+            and part.disposition != "attachment")
+
+
+def _attachment_facts(part: Part, settings: Mapping[str, Any]) -> list[AttachmentFact]:
+    filename = part.filename or ""
+    if not filename:
+        filename = "(unnamed)" + (mimetypes.guess_extension(part.content_type) or "")
+    inline = part.disposition == "inline" or (part.content_id is not None and
+                                              part.disposition != "attachment")
+    if (part.content_type in SMIME_SIGNATURE_TYPES or part.in_signed_signature
+            or filename.lower().endswith((".p7s", ".p7m"))):
+        # The signer's certificate inside an S/MIME signature is no material.
+        digest, size = part.digest_and_size()
+        return [AttachmentFact(filename, part.content_type, size, ["other"], digest, None,
+                               sniffed="smime-signature", inline=inline,
+                               content_id=part.content_id)]
+    prefix = part.decoded_prefix(512)
+    kind = _sniff(prefix)
+    whole = kind not in SCAN_TYPES and part.encoded_size <= MAX_FULL_DECODE
+    if whole:
+        data = part.decoded()
+        digest, size = hashlib.sha256(data).hexdigest(), len(data)
+    else:
+        data = prefix  # judged by name and magic; size and hash streamed below
+        digest, size = part.digest_and_size()
+    try:
+        facts = _classify_attachment(filename, part.content_type, data, settings, inline,
+                                     part.content_id)
+    except Exception:  # noqa: BLE001 - a collaborator's slip must not lose the message
+        log.exception("attachment classification failed for %r", filename)
+        facts = []
+    if not facts:
+        facts = [AttachmentFact(filename, part.content_type, size, ["other"], digest)]
+    for fact in facts:
+        if fact.filename == filename:  # the file itself, not a member of it
+            fact.size, fact.sha256 = size, digest
+            fact.content_type = fact.content_type or part.content_type
+            fact.inline, fact.content_id = inline, part.content_id
+            if not whole:
+                fact.data = None
+            elif fact.data is None and set(fact.materials) & {"csr", "certificate",
+                                                              "application_form"}:
+                fact.data = data
+        fact.sniffed = fact.sniffed or kind
+        if not fact.materials:
+            fact.materials = ["other"]
+    return facts
+
+
+def _body_csr(texts: list[tuple[str, str]]) -> AttachmentFact | None:
+    """One `(body)` fact for a CSR pasted in the text or HTML body (listed once)."""
+    for ctype, text in texts:
+        if not _CSR_HINT.search(text):
+            continue
+        if ctype == "text/html":
+            text = html_to_text(text)
+        try:
+            der = _find_csr_in_text(text)
+        except Exception:  # noqa: BLE001
+            log.exception("body CSR search failed")
+            der = None
+        if der:
+            return AttachmentFact(BODY_FILENAME, ctype, len(der), ["csr"],
+                                  hashlib.sha256(der).hexdigest(), der, sniffed="body")
+    return None
+
+
+def certificate_der(data: bytes | None) -> bytes | None:
+    """DER of a certificate file (DER, PEM, bare base64, UTF-16) or None."""
+    if not data:
+        return None
+    pki = _optional("mailbot.pki.csr")
+    if pki is not None:
+        blobs = pki.decode_text_or_der(data)
+        return blobs[0] if blobs else None
+    if data[:1] == b"\x30":
+        return data
+    m = _PEM_ANY.search(data)
+    if m:
+        import base64
+        import binascii
+        try:
+            return base64.b64decode(re.sub(rb"\s+", b"", m.group(2)))
+        except (binascii.Error, ValueError):
+            return None
+    return None
+
+
+def _analyse(raw: Any, settings: Mapping[str, Any],
+             case_exists: Callable[[str], bool] | None) -> MessageFacts:
+    pm = parse_message(raw)
+    facts = MessageFacts(size=len(raw))
+    subject = pm.header_text("subject")
+    facts.subject = subject
+    h = _headers(pm, subject)
+    facts.from_addr = h.from_addr
+    reply_to = pm.addresses("reply-to")
+    facts.reply_to = reply_to[0] if reply_to else None
+    facts.to_addrs = pm.addresses("to")
+    mids = pm.message_ids("message-id")
+    facts.message_id = mids[0] if mids else (pm.header_text("message-id") or None)
+    facts.in_reply_to = h.in_reply_to[0] if h.in_reply_to else None
+    facts.references = h.references
+    facts.date = pm.header_text("date") or None
+    facts.return_path = h.return_path
+
+    texts: list[tuple[str, str]] = []
+    for part in pm.leaves:
+        if part.content_type in REPORT_PART_TYPES:
+            continue
+        if _is_body(part):
+            if sum(len(t) for _c, t in texts) < MAX_TEXT_BYTES:
+                texts.append((part.content_type, part.text()))
+            if part.content_type == "text/plain" and not facts.text_body:
+                facts.text_body = texts[-1][1]
+            continue
+        if len(facts.attachments) >= MAX_ATTACHMENTS:
+            continue
+        facts.attachments.extend(_attachment_facts(part, settings))
+    body_csr = _body_csr(texts)
+    if body_csr is not None:
+        facts.attachments.append(body_csr)
+
+    for att in facts.attachments:
+        facts.findings.extend(getattr(att, "findings", None) or [])
+    form_fact = next((a for a in facts.attachments if "application_form" in a.materials
+                      and (getattr(a, "form", None) is not None
+                           or (a.data and a.data[:2] == b"PK"))), None)
+    if form_fact is not None:
+        if getattr(form_fact, "form", None) is not None:
+            facts.form = dict(form_fact.form or {})  # read once, during classification
+        else:
+            try:
+                facts.form = _extract_form(form_fact.data or b"")
+            except Exception:  # noqa: BLE001
+                log.exception("form extraction failed")
+    csr_fact = next((a for a in facts.attachments if "csr" in a.materials), None)
+    cert_fact = next((a for a in facts.attachments if "certificate" in a.materials), None)
+
+    parsed_subject = ApplicationSubject.parse(subject, settings)
+    verdict = classify(h, parsed_subject, form_type=facts.form.get("application_type"),
+                       has_csr=csr_fact is not None, has_certificate=cert_fact is not None,
+                       has_form=form_fact is not None or any(
+                           "application_form" in a.materials for a in facts.attachments),
+                       settings=settings, case_exists=case_exists)
+    facts.kind, facts.case_ref = verdict.kind, verdict.case_ref
+    facts.is_bounce, facts.is_auto_reply = verdict.is_bounce, verdict.is_auto_reply
+    facts.is_auto_submitted = bool(h.auto_submitted) and \
+        h.auto_submitted.split(";")[0].strip().lower() != "no"
+    facts.is_revocation_hint = parsed_subject.is_revocation_hint
+    facts.is_application_subject = parsed_subject.is_application
+    facts.findings.extend(verdict.findings)
+    if facts.kind in ("new", "revoke", "reply"):
+        facts.company = parsed_subject.company or facts.form.get("applicant_org") or None
+
+    if facts.kind in REQUIRED_MATERIALS:
+        present = facts.materials_present
+        facts.missing = [m for m in REQUIRED_MATERIALS[facts.kind] if m not in present]
+        for material in facts.missing:
+            facts.findings.append(Finding("missing_material", "missing",
+                                          f"missing material: {material}",
+                                          facts={"material": material}))
+    if csr_fact is not None and csr_fact.data and facts.kind in ("new", "revoke", "reply"):
+        try:
+            report = _check_csr(csr_fact.data)
+        except Exception:  # noqa: BLE001 - the checker promises not to raise; be sure
+            log.exception("CSR check failed")
+            report = None
+        if report is not None:
+            facts.csr = report
+            facts.csr_der = getattr(report, "der", None) or None
+            facts.findings.extend(getattr(report, "findings", []) or [])
+        else:
+            facts.csr_der = csr_fact.data
+    if cert_fact is not None:
+        facts.certificate_der = certificate_der(cert_fact.data)
+        facts.certificates_der = [d for d in (certificate_der(a.data) for a in facts.attachments
+                                              if "certificate" in a.materials) if d]
+    if not pm.headers:
+        facts.findings.append(Finding("unparseable_message", "reject",
+                                      "no header fields found: not an email message"))
+    return facts
+
+
+def analyse_message(raw: bytes, settings: Mapping[str, Any] | None = None, *,
+                    case_exists: Callable[[str], bool] | None = None) -> MessageFacts:
+    """Everything intake decides about one message (bytes or an mmap). Never raises."""
+    if settings is None:
+        settings = _default_settings()
+    try:
+        return _analyse(raw, settings, case_exists)
+    except Exception as exc:  # noqa: BLE001 - any input must still yield facts
+        log.exception("analysis failed")
+        facts = MessageFacts(kind="unrelated")
+        try:
+            facts.size = len(raw)
+        except Exception:  # noqa: BLE001
+            pass
+        facts.findings.append(Finding("unparseable_message", "reject",
+                                      f"message could not be analysed: {type(exc).__name__}"))
+        return facts
+
+
+def _default_settings() -> Mapping[str, Any]:
+    try:
+        from mailbot.rules.settings import load_rule_settings
+        return load_rule_settings()
+    except Exception:  # noqa: BLE001 - built-in defaults apply
+        return {}

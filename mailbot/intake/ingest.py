@@ -1,0 +1,420 @@
+"""Mailbox -> archive + database, then (only then) out of the inbox.
+
+Per batch: fetch raw bytes (BODY.PEEK[]), write each to the content-addressed archive, record a
+`Message` row (duplicates of an earlier Message-ID or of the same bytes recorded as such),
+COMMIT, and only after the commit move the batch to the processed folder (or set the processed
+keyword where MOVE is missing). A crash anywhere repeats at most the move: a listed message
+whose (source, UIDVALIDITY, UID) is already recorded is just moved again.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailbot.cases.models import (
+    MESSAGE_ARCHIVED,
+    MESSAGE_DUPLICATE,
+    MESSAGE_OVERSIZE,
+    MailboxState,
+    Message,
+)
+from mailbot.clock import now
+from mailbot.config import Config
+from mailbot.intake import archive
+from mailbot.mailbox.base import MailSource, MessageRef
+
+log = logging.getLogger(__name__)
+
+# Test hook for tests/test_intake_crash.py: the process SIGKILLs itself at the named point
+# (after_archive_commit, after_move here; during_processing in process.py). Inert unless the
+# variable is set; this one check is the only test hook in production code.
+CRASH_ENV = "MAILBOT_TEST_CRASH_AT"
+# Fetch batches are cut at this many bytes too, so one batch never holds much more than this.
+BATCH_BYTES = 16 * 1024 * 1024
+# Header blocks longer than this are cut before parsing (the real parse happens in analysis).
+MAX_HEADER_BYTES = 256 * 1024
+# IMAP messages over this size are fetched in pieces of STREAM_PIECE bytes (bounded memory).
+STREAM_OVER = 4 * 1024 * 1024
+STREAM_PIECE = 2 * 1024 * 1024
+_CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "euc-cn": "gb18030",
+                    "x-gbk": "gb18030", "cp936": "gb18030"}
+
+
+def crash_point(name: str) -> None:
+    """Die here, like a power cut, when MAILBOT_TEST_CRASH_AT names this point (tests only)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class IngestReport:
+    listed: int = 0
+    archived: int = 0  # new messages recorded for processing
+    duplicates: int = 0
+    oversize: int = 0
+    moved: int = 0  # includes re-moves of messages recorded before a crash
+    uidvalidity_reset: bool = False
+    new_row_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Plan:
+    batch: list[MessageRef]
+    fetch: list[MessageRef] = field(default_factory=list)  # to fetch and record
+    small: list[MessageRef] = field(default_factory=list)  # of those, fetched whole
+    to_move: list[MessageRef] = field(default_factory=list)
+    move_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class HeaderFacts:
+    message_id: str | None
+    subject: str | None
+    from_addr: str | None
+    date: datetime | None
+
+
+def read_headers(raw: bytes) -> HeaderFacts:
+    """Message-ID, Subject, From and Date from the header block only (cheap; never raises)."""
+    end = _header_end(raw)
+    try:
+        msg = BytesHeaderParser(policy=compat32).parsebytes(raw[:end])
+    except Exception:  # noqa: BLE001 - malformed headers are analysis's business
+        return HeaderFacts(None, None, None, None)
+    mid = _clean_message_id(msg.get("Message-ID"))
+    subject = _decode(msg.get("Subject"))
+    from_addr = None
+    try:
+        from_addr = email.utils.parseaddr(str(msg.get("From") or ""))[1] or None
+    except Exception:  # noqa: BLE001
+        pass
+    date = None
+    try:
+        raw_date = msg.get("Date")
+        if raw_date:
+            date = email.utils.parsedate_to_datetime(str(raw_date))
+            date = date.replace(tzinfo=UTC) if date.tzinfo is None else date.astimezone(UTC)
+    except Exception:  # noqa: BLE001
+        date = None
+    return HeaderFacts(mid, subject, (from_addr or "")[:320] or None, date)
+
+
+def _header_end(raw: bytes) -> int:
+    window = raw[:MAX_HEADER_BYTES]
+    ends = [i for i in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if i >= 0]
+    return min(ends) + 2 if ends else len(window)
+
+
+def _clean_message_id(value: object) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    if "<" in text and ">" in text.split("<", 1)[1]:
+        text = "<" + text.split("<", 1)[1].split(">", 1)[0] + ">"
+    return text[:998] or None
+
+
+def _decode(value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        parts = []
+        for chunk, charset in email.header.decode_header(str(value)):
+            if isinstance(chunk, bytes):
+                cs = _CHARSET_ALIASES.get((charset or "utf-8").lower(), charset or "utf-8")
+                try:
+                    parts.append(chunk.decode(cs, errors="replace"))
+                except LookupError:
+                    parts.append(chunk.decode("utf-8", errors="replace"))
+            else:
+                parts.append(chunk)
+        return "".join(parts).strip()
+    except Exception:  # noqa: BLE001
+        return str(value)
+
+
+def _batches(refs: Sequence[MessageRef], count: int, max_bytes: int) -> Iterable[list[MessageRef]]:
+    batch: list[MessageRef] = []
+    size = 0
+    for ref in refs:
+        if batch and (len(batch) >= count or size + ref.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(ref)
+        size += ref.size
+    if batch:
+        yield batch
+
+
+class Ingester:
+    """Reads one source into the archive and the `messages` table."""
+
+    def __init__(self, cfg: Config, sessions: sessionmaker[Session], source: MailSource,
+                 *, on_committed: Callable[[list[int]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.sessions = sessions
+        self.source = source
+        self.archive_dir = Path(cfg.archive_dir)
+        self.on_committed = on_committed  # e.g. hand the new rows to the parse pool at once
+        self.is_maildir = source.identity.startswith("maildir:")
+
+    # -- the whole run ----------------------------------------------------------------------
+    def run(self, *, full_sweep: bool = False) -> IngestReport:
+        report = IngestReport()
+        ident = self.source.identity
+        uv = int(self.source.uidvalidity() or 0)
+        with self.sessions() as s:
+            state = s.get(MailboxState, ident)
+            if state is None:
+                state = MailboxState(source=ident, uidvalidity=uv, last_uid=0)
+                s.add(state)
+            elif state.uidvalidity != uv:
+                # New UIDVALIDITY: every UID may mean another message now; rescan all and let
+                # the Message-ID / sha256 dedupe recognise what was recorded before.
+                log.warning("UIDVALIDITY of %s changed %s -> %s: full rescan",
+                            ident, state.uidvalidity, uv)
+                state.uidvalidity, state.last_uid = uv, 0
+                report.uidvalidity_reset = True
+            since = 0 if full_sweep else int(state.last_uid or 0)
+            if full_sweep:
+                state.last_sweep_at = now()
+            state.updated_at = now()
+            s.commit()
+        refs = self.source.list_messages(since_uid=since)
+        if not self.is_maildir:
+            refs = sorted((r for r in refs if r.uid > since or full_sweep), key=lambda r: r.uid)
+        report.listed = len(refs)
+        kw = self.cfg.intake.processed_keyword
+        refs = [r for r in refs if kw not in r.flags]  # handled before (keyword fallback)
+        limit = self.cfg.intake.max_message_bytes
+        for batch in _batches(refs, max(1, self.cfg.intake.fetch_batch), BATCH_BYTES):
+            plan = self._plan(batch, uv, limit, report)
+            self._finish(plan, uv, self._fetch(plan.small), report)
+        return report
+
+    # -- one batch --------------------------------------------------------------------------
+    def _plan(self, batch: list[MessageRef], uv: int, limit: int,
+              report: IngestReport) -> _Plan:
+        """What to do with each listed message: move again, record as oversize, or fetch."""
+        ident = self.source.identity
+        plan = _Plan(batch=batch)
+        with self.sessions() as s:
+            known = self._known(s, uv, batch)
+            for ref in batch:
+                row = known.get(ref.key)
+                if row is not None:
+                    if row.status != MESSAGE_OVERSIZE and row.moved_at is None:
+                        plan.to_move.append(ref)  # recorded, then a crash before the move
+                        plan.move_ids.append(row.id)
+                    continue
+                if ref.size > limit:
+                    s.add(self._oversize_row(ref, uv))
+                    report.oversize += 1
+                    log.warning("message %s in %s is %d bytes, over the %d-byte limit: left on"
+                                " the server for staff / 邮件超过大小限制, 留在服务器上",
+                                ref.key, ident, ref.size, limit)
+                    continue
+                plan.fetch.append(ref)
+            s.commit()  # oversize rows: recorded once, never moved
+        plan.small = [r for r in plan.fetch if not self._streams(r)]
+        return plan
+
+    def _fetch(self, refs: list[MessageRef]) -> list[tuple[MessageRef, bytes]]:
+        return list(self.source.fetch(refs)) if refs else []
+
+    def _finish(self, plan: _Plan, uv: int, fetched: list[tuple[MessageRef, bytes]],
+                report: IngestReport) -> None:
+        """Archive, record (commit), then move; the order that makes a crash harmless."""
+        ident = self.source.identity
+        to_move, move_ids = plan.to_move, plan.move_ids
+        new_ids: list[int] = []
+        with self.sessions() as s:
+            written: list[Path] = []
+            fresh = [self._archive(ref, uv, raw, written) for ref, raw in fetched]
+            fetched.clear()  # the archive holds the bytes now
+            for ref in plan.fetch:
+                if self._streams(ref):
+                    got = self._archive_streamed(ref, uv, written)
+                    if got is not None:
+                        fresh.append(got)
+            order = {r.key: i for i, r in enumerate(plan.fetch)}
+            fresh.sort(key=lambda pair: order[pair[0].key])
+            for ref, row in self._dedupe(s, fresh):
+                if row.status == MESSAGE_DUPLICATE:
+                    report.duplicates += 1
+                else:
+                    report.archived += 1
+                    new_ids.append(row.id)
+                to_move.append(ref)
+                move_ids.append(row.id)
+            archive.sync_paths(written)  # archive files durable before the rows that name them
+            s.commit()
+        crash_point("after_archive_commit")
+        if new_ids and self.on_committed is not None:
+            self.on_committed(new_ids)
+        report.new_row_ids.extend(new_ids)
+        if to_move:
+            self._move(to_move)
+        with self.sessions() as s:
+            if move_ids:
+                stamp = now()
+                for row in s.scalars(select(Message).where(Message.id.in_(move_ids))):
+                    row.moved_at = stamp
+            if not self.is_maildir:
+                state = s.get(MailboxState, ident)
+                top = max(r.uid for r in plan.batch)
+                if state is not None and state.uidvalidity == uv and top > state.last_uid:
+                    state.last_uid = top
+            s.commit()
+        report.moved += len(to_move)
+        crash_point("after_move")
+
+    def _known(self, s: Session, uv: int, refs: list[MessageRef]) -> dict[str, Message]:
+        """Rows already recorded for these refs, by ref.key."""
+        ident = self.source.identity
+        q = select(Message).where(Message.source == ident)
+        if self.is_maildir:
+            q = q.where(Message.source_key.in_([r.key for r in refs]))
+            return {m.source_key or "": m for m in s.scalars(q)}
+        q = q.where(Message.uidvalidity == uv, Message.uid.in_([r.uid for r in refs]))
+        return {str(m.uid): m for m in s.scalars(q)}
+
+    def _oversize_row(self, ref: MessageRef, uv: int) -> Message:
+        return Message(source=self.source.identity, uidvalidity=uv,
+                       uid=None if self.is_maildir else ref.uid, source_key=ref.key,
+                       size=ref.size, status=MESSAGE_OVERSIZE,
+                       last_error=f"over max_message_bytes ({self.cfg.intake.max_message_bytes})")
+
+    def _archive(self, ref: MessageRef, uv: int, raw: bytes,
+                 written: list[Path]) -> tuple[MessageRef, Message]:
+        """Write the bytes to the archive; the row to record (not yet added to the session)."""
+        sha = archive.sha256_hex(raw)
+        existed = archive.archive_path(self.archive_dir, sha).exists()
+        _, path = archive.store(self.archive_dir, raw, sha, durable=False)
+        if not existed:
+            written.append(path)
+        return ref, self._row(ref, uv, sha, len(raw), raw)
+
+    def _row(self, ref: MessageRef, uv: int, sha: str, size: int, head: bytes) -> Message:
+        hdr = read_headers(head)
+        return Message(source=self.source.identity, uidvalidity=uv,
+                       uid=None if self.is_maildir else ref.uid, source_key=ref.key,
+                       message_id=hdr.message_id, sha256=sha, size=size,
+                       archive_path=archive.relative_path(sha), subject=hdr.subject,
+                       from_addr=hdr.from_addr, date_header=hdr.date, status=MESSAGE_ARCHIVED)
+
+    def _streams(self, ref: MessageRef) -> bool:
+        """Big IMAP messages are fetched in pieces: imaplib holds ~7 copies of a literal."""
+        return ref.size > STREAM_OVER and hasattr(self.source, "_call") and ref.uid > 0
+
+    def _archive_streamed(self, ref: MessageRef, uv: int,
+                          written: list[Path]) -> tuple[MessageRef, Message] | None:
+        """BODY.PEEK[]<offset.length> pieces straight into the archive file.
+
+        Uses ImapSource's connection helpers (_call reconnects and retries; _select) until
+        the source offers a public ranged fetch.
+        """
+        src: Any = self.source
+        writer = archive.StreamWriter(self.archive_dir, MAX_HEADER_BYTES)
+        try:
+            while True:
+                offset = writer.size
+
+                def op(client: Any, offset: int = offset) -> bytes | None:
+                    src._select(client, ref.folder)
+                    data = client.fetch([ref.uid], [f"BODY.PEEK[]<{offset}.{STREAM_PIECE}>"])
+                    for key, value in (data.get(ref.uid) or {}).items():
+                        if isinstance(key, bytes) and key.startswith(b"BODY[]"):
+                            return bytes(value) if value is not None else b""
+                    return None
+
+                piece = src._call(op, "fetch")
+                if piece is None and writer.size == 0:
+                    writer.abort()
+                    return None  # vanished meanwhile
+                if piece:
+                    writer.write(piece)
+                if not piece or len(piece) < STREAM_PIECE:
+                    break
+            sha, path, new = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        if new:
+            written.append(path)
+        return ref, self._row(ref, uv, sha, writer.size, writer.head)
+
+    def _dedupe(self, s: Session,
+                fresh: list[tuple[MessageRef, Message]]) -> list[tuple[MessageRef, Message]]:
+        """Mark rows whose Message-ID or bytes were recorded before (or earlier in the batch)
+        as duplicates of the first such row; add all rows with one flush."""
+        if not fresh:
+            return fresh
+        mids = {r.message_id for _, r in fresh if r.message_id}
+        shas = {r.sha256 for _, r in fresh if r.sha256}
+        cond = Message.sha256.in_(shas)
+        if mids:
+            cond = or_(cond, Message.message_id.in_(mids))
+        by_mid: dict[str, int] = {}
+        by_sha: dict[str, int] = {}
+        for row_id, dup_of, mid, sha in s.execute(
+                select(Message.id, Message.duplicate_of_id, Message.message_id, Message.sha256)
+                .where(cond).order_by(Message.id.desc())):
+            original = dup_of or row_id  # descending: the earliest row wins
+            if mid:
+                by_mid[mid] = original
+            if sha:
+                by_sha[sha] = original
+        first_mid: dict[str, Message] = {}  # earlier rows of this batch, not yet flushed
+        first_sha: dict[str, Message] = {}
+        later: list[tuple[Message, Message]] = []
+        for ref, row in fresh:
+            original = (by_mid.get(row.message_id) if row.message_id else None) \
+                or by_sha.get(row.sha256 or "")
+            twin = (first_mid.get(row.message_id) if row.message_id else None) \
+                or first_sha.get(row.sha256 or "")
+            if original is not None:
+                row.status, row.duplicate_of_id = MESSAGE_DUPLICATE, original
+            elif twin is not None:
+                row.status = MESSAGE_DUPLICATE
+                later.append((row, twin))
+            else:
+                if row.message_id:
+                    first_mid[row.message_id] = row
+                first_sha[row.sha256 or ""] = row
+            if row.status == MESSAGE_DUPLICATE:
+                log.info("message %s of %s is a duplicate", ref.key, self.source.identity)
+        s.add_all([row for _, row in fresh if not any(row is r for r, _ in later)])
+        s.flush()  # one INSERT round for the batch; originals get their ids
+        for row, twin in later:
+            row.duplicate_of_id = twin.id
+            s.add(row)
+        s.flush()
+        return fresh
+
+    def _move(self, refs: list[MessageRef]) -> None:
+        if self.source.supports_move():
+            self.source.move(refs, self.cfg.intake.processed_folder)
+        else:
+            self.source.add_keyword(refs, self.cfg.intake.processed_keyword)
+
+
+def ingest(cfg: Config, sessions: sessionmaker[Session], source: MailSource, *,
+           full_sweep: bool = False,
+           on_committed: Callable[[list[int]], None] | None = None) -> IngestReport:
+    """Read everything waiting in `source` (the source must be open)."""
+    return Ingester(cfg, sessions, source, on_committed=on_committed).run(full_sweep=full_sweep)

@@ -1,0 +1,269 @@
+"""Archived rows -> facts -> cases: analysis on every core, recording in this process.
+
+`analyse_message` runs in a process pool and reads the archived bytes itself (no copy over
+the pipe); its MessageFacts come back and are recorded with `CaseStore` here, several per
+commit. A message that fails (a missing or corrupt archive file, a database error) gets a
+`ProcessingFailure` row and another try on the next pass; after `max_attempts` it is parked
+and waits for `mailbot reprocess`. A failure never holds up the messages behind it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailbot.cases.models import (
+    MESSAGE_ARCHIVED,
+    MESSAGE_PARKED,
+    Message,
+    ProcessingFailure,
+)
+from mailbot.cases.store import CaseStore
+from mailbot.clock import now
+from mailbot.config import Config
+from mailbot.intake import archive
+from mailbot.intake.ingest import crash_point
+
+if TYPE_CHECKING:
+    from mailbot.intake.facts import MessageFacts
+    from mailbot.mailbox.base import MailSource
+
+log = logging.getLogger(__name__)
+
+RECORD_BATCH = 25  # results recorded per commit
+
+
+def analyse_archived(archive_dir: str, sha256: str, rules_dir: str) -> MessageFacts:
+    """Worker side: read the archived bytes (checking the hash) and analyse them."""
+    from mailbot.intake.analyse import analyse_message
+    from mailbot.rules.settings import load_rule_settings
+
+    raw = archive.load(archive_dir, sha256, verify=True)
+    facts = analyse_message(raw, load_rule_settings(rules_dir))
+    for att in facts.attachments:
+        att.data = None  # the bytes stay in the archive; the store needs only the facts
+    return facts
+
+
+def _worker_init() -> None:
+    """Leave as soon as the daemon is gone.
+
+    A killed daemon (SIGKILL, OOM) cannot tell its pool to stop and a worker waiting for work
+    never notices on its own; the worker is a direct child, so its parent id changes when the
+    daemon dies: that is the sign to go.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+@dataclass
+class ProcessReport:
+    processed: int = 0
+    failed: int = 0
+    parked: list[int] = field(default_factory=list)
+    cases_opened: int = 0
+
+
+class Processor:
+    """Owns the parse pool; `submit` rows as they are committed, `drain` to record results."""
+
+    def __init__(self, cfg: Config, sessions: sessionmaker[Session],
+                 *, workers: int | None = None) -> None:
+        self.cfg = cfg
+        self.sessions = sessions
+        n = cfg.intake.workers if workers is None else workers
+        self.workers = n if n > 0 else (os.cpu_count() or 1)
+        self.archive_dir = str(cfg.archive_dir)
+        self.rules_dir = str(cfg.rules_dir)
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._inflight: dict[cf.Future[Any], int] = {}
+        self.report = ProcessReport()
+
+    # -- pool -------------------------------------------------------------------------------
+    def _get_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            # fork: workers start at once with the analysis code already imported (below) and
+            # are our direct children (see _worker_init). They never touch the inherited
+            # database or IMAP sockets, and leave with os._exit, so nothing is closed twice.
+            import mailbot.intake.analyse  # noqa: F401
+
+            ctx = multiprocessing.get_context("fork")
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                                initializer=_worker_init)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Processor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- work -------------------------------------------------------------------------------
+    def submit(self, row_ids: Iterable[int]) -> None:
+        """Queue archived rows for analysis (called right after their commit)."""
+        ids = [i for i in row_ids if i not in self._inflight.values()]
+        if not ids:
+            return
+        with self.sessions() as s:
+            rows = s.execute(select(Message.id, Message.sha256).where(
+                Message.id.in_(ids), Message.status == MESSAGE_ARCHIVED)).all()
+        pool = self._get_pool()
+        for row_id, sha in sorted(rows):
+            fut = pool.submit(analyse_archived, self.archive_dir, sha or "", self.rules_dir)
+            self._inflight[fut] = row_id
+
+    def submit_pending(self) -> int:
+        """Queue every archived row not yet in flight; returns how many."""
+        busy = set(self._inflight.values())
+        with self.sessions() as s:
+            ids = [i for i in s.scalars(select(Message.id).where(
+                Message.status == MESSAGE_ARCHIVED).order_by(Message.id)) if i not in busy]
+        self.submit(ids)
+        return len(ids)
+
+    def drain(self, *, block: bool) -> None:
+        """Record finished analyses in submission order (so case numbers follow arrival);
+        block=True waits for everything in flight."""
+        while self._inflight:
+            ready: list[cf.Future[Any]] = []
+            for fut in self._inflight:  # dicts keep submission order
+                if not fut.done():
+                    break
+                ready.append(fut)
+            if not ready:
+                if not block:
+                    return
+                cf.wait([next(iter(self._inflight))])  # the oldest one holds up the others
+                continue
+            for i in range(0, len(ready), RECORD_BATCH):
+                chunk = ready[i:i + RECORD_BATCH]
+                self._record([(self._inflight.pop(f), f) for f in chunk])
+
+    def run_pending(self) -> ProcessReport:
+        """Analyse and record every archived row (one attempt each), then return the totals."""
+        self.submit_pending()
+        self.drain(block=True)
+        return self.report
+
+    # -- recording --------------------------------------------------------------------------
+    def _record(self, results: list[tuple[int, cf.Future[Any]]]) -> None:
+        ok: list[tuple[int, MessageFacts]] = []
+        for row_id, fut in results:
+            exc = fut.exception()
+            if exc is not None:
+                self._fail(row_id, exc)
+            else:
+                ok.append((row_id, fut.result()))
+        if not ok:
+            return
+        try:
+            with self.sessions() as s:
+                opened = self._store(s, ok)
+                crash_point("during_processing")
+                s.commit()
+            self.report.processed += len(ok)
+            self.report.cases_opened += opened
+        except Exception:  # noqa: BLE001 - find the one that fails, keep the others
+            log.warning("recording a batch of %d failed; retrying one by one", len(ok),
+                        exc_info=True)
+            for row_id, facts in ok:
+                try:
+                    with self.sessions() as s:
+                        opened = self._store(s, [(row_id, facts)])
+                        s.commit()
+                    self.report.processed += 1
+                    self.report.cases_opened += opened
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(row_id, exc)
+
+    def _store(self, s: Session, items: list[tuple[int, MessageFacts]]) -> int:
+        store = CaseStore(s)
+        opened = 0
+        rows = {m.id: m for m in s.scalars(
+            select(Message).where(Message.id.in_([i for i, _ in items])))}
+        for row_id, facts in items:
+            row = rows.get(row_id)
+            if row is None or row.status != MESSAGE_ARCHIVED:
+                continue  # recorded meanwhile (another pass) or reset by staff
+            before = row.case_id
+            case = store.record_facts(row, facts)
+            if facts.subject:
+                row.subject = facts.subject
+            if case is not None and before is None and facts.kind in ("new", "revoke"):
+                opened += 1
+        return opened
+
+    def _fail(self, row_id: int, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"[:4000]
+        log.warning("processing message row %s failed: %s", row_id, text)
+        self.report.failed += 1
+        with self.sessions() as s:
+            row = s.get(Message, row_id)
+            if row is None:
+                return
+            row.attempts = (row.attempts or 0) + 1
+            row.last_error = text
+            s.add(ProcessingFailure(message_row_id=row_id, error=text))
+            if row.attempts >= self.cfg.intake.max_attempts:
+                row.status = MESSAGE_PARKED
+                self.report.parked.append(row_id)
+                log.error("message row %s parked after %d attempts / 邮件处理失败已搁置"
+                          " (mailbot reprocess %s)", row_id, row.attempts, row_id)
+            s.commit()
+
+
+def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSource,
+                    row_ids: Iterable[int]) -> int:
+    """Move parked messages to the failed folder where we can still address them.
+
+    A message not yet moved is still in the inbox; a Maildir message keeps its key in the
+    processed folder. An IMAP message already in the processed folder has a UID we did not
+    learn, so it stays there (the database row is what counts).
+    """
+    from mailbot.mailbox.base import INBOX, MessageRef
+
+    moved = 0
+    maildir = source.identity.startswith("maildir:")
+    with sessions() as s:
+        rows = list(s.scalars(select(Message).where(Message.id.in_(list(row_ids)),
+                                                    Message.source == source.identity)))
+        for row in rows:
+            if row.moved_at is None:
+                folder = INBOX
+            elif maildir and source.supports_move():
+                folder = cfg.intake.processed_folder
+            else:
+                continue
+            ref = MessageRef(uid=row.uid or 0, key=row.source_key or str(row.uid or ""),
+                             size=row.size, folder=folder)
+            try:
+                source.move([ref], cfg.intake.failed_folder)
+                row.moved_at = now()  # out of the inbox: intake must not move it again
+                moved += 1
+            except Exception:  # noqa: BLE001 - the mailbox copy is a convenience for staff
+                log.warning("could not move parked row %s to %s", row.id,
+                            cfg.intake.failed_folder, exc_info=True)
+        s.commit()
+    return moved
+

@@ -1,0 +1,106 @@
+"""SM2EnvelopedKey (GM/T 0009-2012 / GB/T 35276-2017): the encryption private key, delivered.
+
+    SM2EnvelopedKey ::= SEQUENCE {
+      symAlgID               AlgorithmIdentifier,  -- {1.2.156.10197.1.104.1 sm4-ecb, NULL}
+      symEncryptedKey        SM2Cipher,            -- random SM4 key, to the SIGNING public key
+      Sm2PublicKey           BIT STRING,           -- 04||X||Y of the encryption key pair
+      Sm2EncryptedPrivateKey BIT STRING }          -- SM4-ECB(symKey, d as 32 bytes), no padding
+
+Layout as emmansun/gmsm writes it (reference §4). The reader also takes a 64-byte private-key
+field (d right-aligned, SDF/SKF style: the last 32 bytes) and a bare 1.2.156.10197.1.104 OID.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from mailbot.pki import der, sm2
+
+SM4_ECB = "1.2.156.10197.1.104.1"
+SM4_BARE = "1.2.156.10197.1.104"
+
+
+class EnvelopeError(ValueError):
+    """The envelope cannot be read or opened; the message says why."""
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return der.tlv(tag, content)
+
+
+def make_envelope(recipient_sign_pub: bytes, enc_d: int) -> bytes:
+    """Wrap the encryption private key enc_d for the holder of recipient_sign_pub."""
+    sm2.check_public_key(recipient_sign_pub)
+    sym_key = secrets.token_bytes(16)
+    alg = _tlv(0x30, der.enc_oid(SM4_ECB) + b"\x05\x00")
+    wrapped = sm2.encrypt(recipient_sign_pub, sym_key)
+    enc_pub = sm2.public_key_of(enc_d)
+    enc_priv = sm2.sm4_ecb_encrypt(sym_key, enc_d.to_bytes(32, "big"))
+    return _tlv(0x30, alg + wrapped + _tlv(0x03, b"\x00" + enc_pub)
+                + _tlv(0x03, b"\x00" + enc_priv))
+
+
+@dataclass(frozen=True)
+class EnvelopeParts:
+    sym_alg: str
+    sym_encrypted_key: bytes  # SM2Cipher DER
+    public_key: bytes  # 65 bytes
+    encrypted_private_key: bytes  # 32 (or 64) bytes
+
+
+def parse_envelope(data: bytes) -> EnvelopeParts:
+    """Read the four fields; strict enough to refuse what is not an SM2EnvelopedKey."""
+    data = bytes(data)
+    try:
+        top = der.read(data)
+        if top.tag != der.SEQUENCE or top.end != len(data):
+            raise EnvelopeError("not an SM2EnvelopedKey: not one DER SEQUENCE")
+        items = top.children()
+        if len(items) != 4:
+            raise EnvelopeError(f"not an SM2EnvelopedKey: {len(items)} fields, expected 4")
+        alg, cipher, pub, priv = items
+        alg_items = alg.children() if alg.tag == der.SEQUENCE else []
+        if not alg_items or alg_items[0].tag != der.OID:
+            raise EnvelopeError("SM2EnvelopedKey symAlgID is not an AlgorithmIdentifier")
+        oid = der.oid_str(alg_items[0].content)
+        if oid not in (SM4_ECB, SM4_BARE):
+            raise EnvelopeError(f"SM2EnvelopedKey symmetric algorithm {oid} is not SM4-ECB")
+        if cipher.tag != der.SEQUENCE:
+            raise EnvelopeError("SM2EnvelopedKey symEncryptedKey is not an SM2Cipher")
+        for name, node in (("Sm2PublicKey", pub), ("Sm2EncryptedPrivateKey", priv)):
+            if node.tag != der.BIT_STRING or not node.content or node.content[0] != 0:
+                raise EnvelopeError(f"SM2EnvelopedKey {name} is not a whole-byte BIT STRING")
+    except der.DerError as exc:
+        raise EnvelopeError(f"not an SM2EnvelopedKey: {exc}") from None
+    enc_priv = priv.content[1:]
+    if len(enc_priv) not in (32, 64):
+        raise EnvelopeError(f"encrypted private key is {len(enc_priv)} bytes, expected 32 or 64")
+    public_key = pub.content[1:]
+    try:
+        sm2.check_public_key(public_key)
+    except sm2.SM2Error as exc:
+        raise EnvelopeError(f"SM2EnvelopedKey Sm2PublicKey: {exc}") from None
+    return EnvelopeParts(oid, cipher.raw, public_key, enc_priv)
+
+
+def open_envelope(sign_d: int, data: bytes) -> int:
+    """The encryption private key d, checked against the envelope's public key."""
+    parts = parse_envelope(data)
+    try:
+        sym_key = sm2.decrypt(sign_d, parts.sym_encrypted_key)
+    except sm2.SM2Error as exc:
+        raise EnvelopeError("this signing key does not fit the envelope (it was made for "
+                            f"another key, or it is corrupted): {exc}") from None
+    if len(sym_key) != 16:
+        raise EnvelopeError(f"the wrapped SM4 key is {len(sym_key)} bytes, expected 16")
+    plain = sm2.sm4_ecb_decrypt(sym_key, parts.encrypted_private_key)
+    if len(plain) == 64 and any(plain[:32]):
+        raise EnvelopeError("the 64-byte private key field does not hold a right-aligned key")
+    d = int.from_bytes(plain[-32:], "big")
+    if not 1 <= d <= sm2.N - 2:
+        raise EnvelopeError("the decrypted private key is out of range")
+    if not hmac.compare_digest(sm2.public_key_of(d), parts.public_key):
+        raise EnvelopeError("the decrypted private key does not match the envelope's public key")
+    return d

@@ -1,0 +1,201 @@
+"""Issue a dual certificate pair for one approved CSR (GM/T 0015 / GB/T 20518 profile).
+
+Signing certificate: the applicant's key from the CSR. Encryption certificate: a key pair made
+here; its private key leaves only inside an SM2EnvelopedKey to the applicant's signing key
+(envelope.py) and is never stored or logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from asn1crypto import x509
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailbot import clock
+from mailbot.pki import der, envelope, sm2
+from mailbot.pki.ca import (
+    CaState,
+    add_years,
+    build_name,
+    dn_text,
+    key_identifier,
+    random_serial,
+    sig_alg,
+    spki_of,
+    x509_time,
+)
+from mailbot.pki.models import IssuedCertificate
+from mailbot.pki.signer import Approval, check_approval, load_approval
+
+KEY_USAGE = {
+    "sign": {"digital_signature", "non_repudiation"},
+    "enc": {"key_encipherment", "data_encipherment", "key_agreement"},
+}
+SERIAL_ATTEMPTS = 5
+_SIG_ALG_DER = sig_alg().dump()
+
+
+class IssueError(RuntimeError):
+    """Issuance refused; the message says why."""
+
+
+@dataclass
+class IssuedPair:
+    case_ref: str
+    sign_cert: bytes  # DER
+    enc_cert: bytes  # DER
+    envelope: bytes  # SM2EnvelopedKey DER (the `envprivatekey` attachment)
+    sign_serial: str  # hex
+    enc_serial: str
+    not_before: datetime
+    not_after: datetime
+    approval: Approval
+
+
+def subject_fields(csr_fields: dict[str, str], company: str | None = None,
+                   common_name: str | None = None) -> dict[str, str]:
+    """The certificate subject: the CSR's DN, the case's organisation; CN defaults to it."""
+    fields = {k.upper(): v.strip() for k, v in csr_fields.items() if v and v.strip()}
+    fields.setdefault("C", "CN")
+    if company:
+        fields["O"] = company.strip()
+    if common_name:
+        fields["CN"] = common_name.strip()
+    if not fields.get("CN"):
+        if not fields.get("O"):
+            raise IssueError("no common name and no organisation for the subject")
+        fields["CN"] = fields["O"]
+    return fields
+
+
+def validity(ca: CaState, years: int, start: datetime | None = None) -> tuple[datetime, datetime]:
+    """From now for `years`, cut at the CA certificate's own notAfter."""
+    start = (start or clock.now()).replace(microsecond=0)
+    end = min(add_years(start, years), ca.not_after)
+    if end <= start:
+        raise IssueError("the CA certificate has expired: renew the CA before issuing")
+    return start, end
+
+
+def build_tbs(ca: CaState, *, kind: str, subject: x509.Name, public_key: bytes, serial: int,
+              not_before: datetime, not_after: datetime, crl_url: str) -> x509.TbsCertificate:
+    if kind not in KEY_USAGE:
+        raise IssueError(f"unknown certificate kind {kind!r}")
+    exts = [
+        {"extn_id": "basic_constraints", "critical": True, "extn_value": {"ca": False}},
+        {"extn_id": "key_usage", "critical": True, "extn_value": KEY_USAGE[kind]},
+        {"extn_id": "key_identifier", "critical": False,
+         "extn_value": key_identifier(public_key)},
+        {"extn_id": "authority_key_identifier", "critical": False,
+         "extn_value": {"key_identifier": ca.key_id}},
+    ]
+    if crl_url:
+        exts.append({"extn_id": "crl_distribution_points", "critical": False, "extn_value": [
+            {"distribution_point": {"full_name": [
+                x509.GeneralName(name="uniform_resource_identifier", value=crl_url)]}}]})
+    return x509.TbsCertificate({
+        "version": "v3",
+        "serial_number": serial,
+        "signature": sig_alg(),
+        "issuer": ca.subject,
+        "validity": {"not_before": x509_time(not_before), "not_after": x509_time(not_after)},
+        "subject": subject,
+        "subject_public_key_info": spki_of(public_key),
+        "extensions": exts,
+    })
+
+
+def sign_tbs(ca: CaState, tbs: x509.TbsCertificate, approval: Approval) -> bytes:
+    tbs_der = tbs.dump()
+    sig = ca.signer.sign(tbs_der, approval)
+    # Certificate ::= SEQUENCE { tbs, sigAlg, BIT STRING sig }, over the exact bytes signed
+    return der.tlv(0x30, tbs_der + _SIG_ALG_DER + der.tlv(0x03, b"\x00" + sig))
+
+
+def _issue_one(session: Session, ca: CaState, approval: Approval, *, kind: str,
+               subject: x509.Name, public_key: bytes, not_before: datetime,
+               not_after: datetime, crl_url: str) -> tuple[bytes, str]:
+    for _ in range(SERIAL_ATTEMPTS):
+        serial = random_serial()
+        tbs = build_tbs(ca, kind=kind, subject=subject, public_key=public_key, serial=serial,
+                        not_before=not_before, not_after=not_after, crl_url=crl_url)
+        row = IssuedCertificate(
+            issuer_key_id=ca.key_id_hex, issuer=dn_text(ca.subject), serial=f"{serial:x}",
+            case_ref=approval.case_ref, kind=kind, subject=dn_text(subject),
+            not_before=not_before, not_after=not_after, der=b"", public_key=public_key.hex(),
+            approval_audit_id=approval.audit_id, approved_by=approval.staff,
+        )
+        try:
+            # reserve the serial first: the unique (issuer, serial) constraint decides
+            with session.begin_nested():
+                session.add(row)
+                session.flush()
+        except IntegrityError:
+            continue
+        der = sign_tbs(ca, tbs, approval)
+        row.der = der
+        session.flush()
+        return der, row.serial
+    raise IssueError("could not find an unused serial number")  # pragma: no cover
+
+
+def issue_pair(session: Session, ca: CaState, case_ref: str, csr_public_key: bytes,
+               csr_subject: dict[str, str], *, company: str | None = None,
+               common_name: str | None = None, crl_url: str = "",
+               validity_years: int = 10) -> IssuedPair:
+    """Sign + encryption certificates and the envelope for one approved case.
+
+    Rows are added to `session` (flushed, not committed: the caller commits with its case
+    transition). The approval is always read from the case's audit log, never taken on trust.
+    """
+    approval = check_approval(load_approval(session, case_ref))
+    sm2.check_public_key(csr_public_key)
+    subject = build_name(subject_fields(csr_subject, company, common_name))
+    not_before, not_after = validity(ca, validity_years)
+    sign_der, sign_serial = _issue_one(session, ca, approval, kind="sign", subject=subject,
+                                       public_key=csr_public_key, not_before=not_before,
+                                       not_after=not_after, crl_url=crl_url)
+    enc_d = sm2.generate_private_key()
+    try:
+        enc_pub = sm2.public_key_of(enc_d)
+        env = envelope.make_envelope(csr_public_key, enc_d)
+    finally:
+        del enc_d  # only the envelope keeps it, encrypted
+    enc_der, enc_serial = _issue_one(session, ca, approval, kind="enc", subject=subject,
+                                     public_key=enc_pub, not_before=not_before,
+                                     not_after=not_after, crl_url=crl_url)
+    return IssuedPair(case_ref=case_ref, sign_cert=sign_der, enc_cert=enc_der, envelope=env,
+                      sign_serial=sign_serial, enc_serial=enc_serial, not_before=not_before,
+                      not_after=not_after, approval=approval)
+
+
+def issue_for_case(session: Session, ca: CaState, case_ref: str, csr_der: bytes, *,
+                   company: str | None, common_name: str | None = None, crl_url: str = "",
+                   validity_years: int = 10) -> IssuedPair:
+    """Check the CSR again (check_csr) and issue; refuses an invalid request."""
+    from mailbot.pki.csr import check_csr
+
+    report = check_csr(csr_der, key_already_certified=key_already_certified(session))
+    if not report.valid or report.public_key is None:
+        raise IssueError(f"the CSR of {case_ref} is not valid: {', '.join(report.codes)}")
+    return issue_pair(session, ca, case_ref, report.public_key, report.subject_fields,
+                      company=company, common_name=common_name, crl_url=crl_url,
+                      validity_years=validity_years)
+
+
+def key_already_certified(session: Session) -> Callable[[bytes], bool]:
+    """A callable for check_csr: is this public key in an unrevoked certificate of ours?"""
+
+    def known(pub: bytes) -> bool:
+        q = select(IssuedCertificate.id).where(IssuedCertificate.public_key == bytes(pub).hex(),
+                                               IssuedCertificate.revoked_at.is_(None)).limit(1)
+        return session.scalars(q).first() is not None
+
+    return known
+
+

@@ -1,0 +1,59 @@
+"""PKI tables: certificates issued here (with revocation state) and the CRL counter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailbot.clock import now
+from mailbot.db import Base, UTCDateTime
+
+CERT_KINDS = ("sign", "enc", "ca")
+
+# RFC 5280 CRLReason names -> codes (7 is unused by the RFC)
+REVOCATION_REASONS: dict[str, int] = {
+    "unspecified": 0, "keyCompromise": 1, "cACompromise": 2, "affiliationChanged": 3,
+    "superseded": 4, "cessationOfOperation": 5, "certificateHold": 6, "removeFromCRL": 8,
+    "privilegeWithdrawn": 9, "aACompromise": 10,
+}
+
+
+class IssuedCertificate(Base):
+    """One certificate signed by a CA key of ours; serial unique per issuer (the DB says so)."""
+
+    __tablename__ = "pki_certificates"
+    __table_args__ = (UniqueConstraint("issuer_key_id", "serial"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issuer_key_id: Mapped[str] = mapped_column(String(64))  # hex SKI of the issuing CA
+    issuer: Mapped[str] = mapped_column(Text)  # issuer DN, human-readable
+    serial: Mapped[str] = mapped_column(String(42))  # lowercase hex, no leading zeros
+    case_ref: Mapped[str | None] = mapped_column(String(20), nullable=True, index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # sign | enc | ca
+    subject: Mapped[str] = mapped_column(Text)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime())
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    public_key: Mapped[str] = mapped_column(String(130), index=True)  # hex of 04||X||Y
+    # the approval (an audit_log row of the case) the signature was made under
+    approval_audit_id: Mapped[int | None] = mapped_column(ForeignKey("audit_log.id"),
+                                                          nullable=True)
+    approved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revocation_reason: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+
+
+class CrlState(Base):
+    """Per issuer: the last CRL number used (monotonic) and the last CRL made."""
+
+    __tablename__ = "pki_crl_state"
+
+    issuer_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+    this_update: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    next_update: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -1,0 +1,250 @@
+"""Soft signer: an SM2 private key in a PEM file (PKCS#8 or SEC1, optionally encrypted).
+
+Unencrypted keys are parsed here; encrypted ones (PKCS#8 PBES2 or legacy "Proc-Type:
+ENCRYPTED" SEC1) are opened with OpenSSL's libcrypto through ctypes, which knows every
+cipher OpenSSL can write (AES, SM4, ...). Key files readable by group or others are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import ctypes.util
+import os
+import re
+import stat
+from pathlib import Path
+
+from asn1crypto import core, keys
+
+from mailbot.pki import sm2
+from mailbot.pki.signer import BaseSigner, SignerError
+
+OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+OID_SM2 = "1.2.156.10197.1.301"
+_PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+
+class KeyFileError(SignerError):
+    """A key file cannot be used; the message says why (never shows key material)."""
+
+
+def check_key_file_mode(path: Path) -> None:
+    """Refuse a key file that group or others may read or write."""
+    st = path.stat()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"{path}: key file mode {stat.S_IMODE(st.st_mode):04o} lets others "
+                           "read it; run: chmod 600 " + str(path))
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    ln = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(ln)]) + ln + content
+
+
+_SM2_OID_DER = bytes.fromhex("06082A811CCF5501822D")
+_EC_OID_DER = bytes.fromhex("06072A8648CE3D0201")
+
+
+def _ec_private_key_der(d: int, with_params: bool) -> bytes:
+    # ECPrivateKey (SEC1): version 1, 32-octet d, [0] curve (SEC1 form only), [1] public key
+    body = bytes.fromhex("020101") + _tlv(0x04, d.to_bytes(32, "big"))
+    if with_params:
+        body += _tlv(0xA0, _SM2_OID_DER)
+    body += _tlv(0xA1, _tlv(0x03, b"\x00" + sm2.public_key_of(d)))
+    return _tlv(0x30, body)
+
+
+def pkcs8_der(d: int) -> bytes:
+    """PKCS#8 PrivateKeyInfo as OpenSSL writes an SM2 key (id-ecPublicKey + sm2 curve)."""
+    alg = _tlv(0x30, _EC_OID_DER + _SM2_OID_DER)
+    return _tlv(0x30, bytes.fromhex("020100") + alg + _tlv(0x04, _ec_private_key_der(d, False)))
+
+
+def sec1_der(d: int) -> bytes:
+    return _ec_private_key_der(d, True)
+
+
+def _pem(label: str, der: bytes) -> bytes:
+    b64 = base64.encodebytes(der).replace(b"\n", b"")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return (f"-----BEGIN {label}-----\n".encode() + b"\n".join(lines)
+            + f"\n-----END {label}-----\n".encode())
+
+
+def private_key_pem(d: int, *, fmt: str = "pkcs8", passphrase: bytes | None = None) -> bytes:
+    """PEM of an SM2 private key: PKCS#8 ("pkcs8") or SEC1 ("sec1"); encrypted if passphrase."""
+    if passphrase:
+        return _libcrypto().encrypt_pkcs8(pkcs8_der(d), passphrase)
+    if fmt == "sec1":
+        return _pem("EC PRIVATE KEY", sec1_der(d))
+    return _pem("PRIVATE KEY", pkcs8_der(d))
+
+
+def write_private_key(path: Path, d: int, *, passphrase: bytes | None = None) -> None:
+    """Write a key file created with mode 0600 (never briefly world-readable)."""
+    data = private_key_pem(d, passphrase=passphrase)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def _d_from_ec(der: bytes) -> int:
+    ec = keys.ECPrivateKey.load(der)
+    params = ec["parameters"]
+    if params.native is not None and params.chosen.native not in (OID_SM2, "1.2.156.10197.1.301"):
+        raise KeyFileError(f"not an SM2 key (curve {params.chosen.native})")
+    return int.from_bytes(bytes(ec["private_key"].contents), "big")
+
+
+def _d_from_pkcs8(der: bytes) -> int:
+    info = keys.PrivateKeyInfo.load(der)
+    alg = info["private_key_algorithm"]
+    oid = alg["algorithm"].dotted
+    if oid == OID_EC_PUBLIC_KEY:
+        curve = alg["parameters"].chosen
+        name = curve.dotted if isinstance(curve, core.ObjectIdentifier) else "explicit"
+        if name != OID_SM2:
+            raise KeyFileError(f"not an SM2 key (curve {name})")
+    elif oid != OID_SM2:
+        raise KeyFileError(f"not an SM2 key (algorithm {oid})")
+    return _d_from_ec(bytes(info["private_key"].contents))
+
+
+def load_private_key(data: bytes, passphrase: bytes | None = None) -> int:
+    """The private scalar d from PEM (PKCS#8, SEC1, encrypted PKCS#8/SEC1) or DER bytes."""
+    m = _PEM.search(data)
+    try:
+        if m is None:
+            der = bytes(data)
+            try:
+                d = _d_from_pkcs8(der)
+            except (ValueError, TypeError):
+                d = _d_from_ec(der)
+        else:
+            label, body = m.group(1).decode(), m.group(2)
+            if label == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in body:
+                if not passphrase:
+                    raise KeyFileError("the key file is encrypted and no passphrase was given")
+                d = _libcrypto().decrypt_key(m.group(0), passphrase)
+            elif label == "PRIVATE KEY":
+                d = _d_from_pkcs8(base64.b64decode(body))
+            elif label in ("EC PRIVATE KEY", "SM2 PRIVATE KEY"):  # OpenSSL 3 `ec` writes SM2
+                d = _d_from_ec(base64.b64decode(body))
+            else:
+                raise KeyFileError(f"a PEM {label!r} is not a private key")
+    except KeyFileError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"unreadable private key ({type(exc).__name__})") from None
+    if not 1 <= d <= sm2.N - 2:
+        raise KeyFileError("the private key is out of range for SM2")
+    return d
+
+
+class SoftSigner(BaseSigner):
+    """Signs with an SM2 key held in this process (loaded from a protected file)."""
+
+    def __init__(self, d: int) -> None:
+        self._d = d
+        self._pub = sm2.public_key_of(d)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"SoftSigner(public_key={self._pub[1:9].hex()}...)"
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, passphrase: bytes | None = None,
+                  passphrase_env: str = "") -> SoftSigner:
+        p = Path(path)
+        if not p.exists():
+            raise KeyFileError(f"{p}: no CA key file (run `mailbot ca init`)")
+        check_key_file_mode(p)
+        if passphrase is None and passphrase_env and os.environ.get(passphrase_env):
+            passphrase = os.environ[passphrase_env].encode()
+        return cls(load_private_key(p.read_bytes(), passphrase))
+
+    def public_key(self) -> bytes:
+        return self._pub
+
+    def _sign_digest(self, e: bytes) -> tuple[int, int]:
+        return sm2.sign_digest(self._d, e)
+
+
+class _LibCrypto:
+    """The few libcrypto calls needed for encrypted PEM keys."""
+
+    def __init__(self) -> None:
+        path = ctypes.util.find_library("crypto")
+        if not path:
+            raise KeyFileError("encrypted key files need OpenSSL's libcrypto, not found")
+        lib = ctypes.CDLL(path)
+        vp, cp, ci = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+        for name, res, args in (
+            ("BIO_new_mem_buf", vp, [cp, ci]), ("BIO_new", vp, [vp]), ("BIO_s_mem", vp, []),
+            ("BIO_free", ci, [vp]), ("BIO_ctrl", ctypes.c_long, [vp, ci, ctypes.c_long, vp]),
+            ("PEM_read_bio_PrivateKey", vp, [vp, vp, vp, cp]),
+            ("PEM_write_bio_PKCS8PrivateKey", ci, [vp, vp, vp, cp, ci, vp, cp]),
+            ("d2i_AutoPrivateKey", vp, [vp, ctypes.POINTER(cp), ctypes.c_long]),
+            ("EVP_PKEY_free", None, [vp]), ("EVP_aes_256_cbc", vp, []),
+            ("EVP_PKEY_get_bn_param", ci, [vp, cp, ctypes.POINTER(vp)]),
+            ("BN_bn2binpad", ci, [vp, cp, ci]), ("BN_clear_free", None, [vp]),
+            ("ERR_clear_error", None, []),
+        ):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        self.lib = lib
+
+    def decrypt_key(self, pem: bytes, passphrase: bytes) -> int:
+        lib = self.lib
+        bio = lib.BIO_new_mem_buf(pem, len(pem))
+        pkey = lib.PEM_read_bio_PrivateKey(bio, None, None, passphrase)
+        lib.BIO_free(bio)
+        bn = ctypes.c_void_p()
+        try:
+            if not pkey:
+                raise KeyFileError("cannot decrypt the key file: wrong passphrase or "
+                                   "unsupported encryption")
+            if lib.EVP_PKEY_get_bn_param(pkey, b"priv", ctypes.byref(bn)) != 1:
+                raise KeyFileError("the encrypted key file holds no EC private key")
+            out = ctypes.create_string_buffer(32)
+            if lib.BN_bn2binpad(bn, out, 32) != 32:
+                raise KeyFileError("the private key is longer than 256 bits")
+            return int.from_bytes(out.raw, "big")
+        finally:
+            if bn:
+                lib.BN_clear_free(bn)
+            if pkey:
+                lib.EVP_PKEY_free(pkey)
+            lib.ERR_clear_error()
+
+    def encrypt_pkcs8(self, der: bytes, passphrase: bytes) -> bytes:
+        lib = self.lib
+        buf = ctypes.c_char_p(der)
+        pkey = lib.d2i_AutoPrivateKey(None, ctypes.byref(buf), len(der))
+        bio = lib.BIO_new(lib.BIO_s_mem())
+        try:
+            if not pkey or lib.PEM_write_bio_PKCS8PrivateKey(
+                    bio, pkey, lib.EVP_aes_256_cbc(), None, 0, None, passphrase) != 1:
+                raise KeyFileError("libcrypto could not encrypt the key")
+            ptr = ctypes.c_char_p()
+            n = lib.BIO_ctrl(bio, 3, 0, ctypes.byref(ptr))  # BIO_get_mem_data
+            return ctypes.string_at(ptr, n)
+        finally:
+            if pkey:
+                lib.EVP_PKEY_free(pkey)
+            lib.BIO_free(bio)
+            lib.ERR_clear_error()
+
+
+_LIB: _LibCrypto | None = None
+
+
+def _libcrypto() -> _LibCrypto:
+    global _LIB
+    if _LIB is None:
+        _LIB = _LibCrypto()
+    return _LIB

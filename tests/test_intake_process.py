@@ -1,0 +1,115 @@
+"""Processing: archived rows become facts and cases; a failing message is retried, then parked."""
+
+from __future__ import annotations
+
+import mailbox
+
+import pytest
+from sqlalchemy import select
+
+from mailbot.cases.models import (
+    MESSAGE_ARCHIVED,
+    MESSAGE_PARKED,
+    MESSAGE_PROCESSED,
+    Case,
+    Message,
+    ProcessingFailure,
+)
+from mailbot.daemon import reprocess
+from mailbot.db import session_factory
+from mailbot.intake import archive
+from mailbot.intake.ingest import ingest
+from mailbot.intake.process import Processor, park_in_mailbox
+from mailbot.mailbox.url import source_from_config
+from tests.intake_support import make_config, make_mail
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def maildir_env(tmp_path, db_url, engine):
+    (tmp_path / "var").mkdir()
+    md = mailbox.Maildir(str(tmp_path / "var" / "mail"), create=True)
+    cfg = make_config(tmp_path, db_url, "maildir:mail", max_attempts=3)
+    source = source_from_config(cfg)
+    source.open()
+    return cfg, session_factory(engine), source, md
+
+
+def _rows(sessions) -> list[Message]:
+    with sessions() as s:
+        return list(s.scalars(select(Message).order_by(Message.id)))
+
+
+def test_rows_become_cases_in_arrival_order(maildir_env) -> None:
+    cfg, sessions, source, md = maildir_env
+    for i in range(4):
+        md.add(make_mail(subject=f"厦门公司{i}+数字证书申办"))
+    md.add(make_mail(subject="周末聚餐"))
+    ingest(cfg, sessions, source)
+    with Processor(cfg, sessions) as proc:
+        report = proc.run_pending()
+    assert (report.processed, report.cases_opened, report.failed) == (5, 4, 0)
+    rows = _rows(sessions)
+    assert all(r.status == MESSAGE_PROCESSED and r.facts is not None for r in rows)
+    assert [r.kind for r in rows] == ["new"] * 4 + ["unrelated"]
+    with sessions() as s:
+        cases = list(s.scalars(select(Case).order_by(Case.ref)))
+    assert [c.company for c in cases] == [f"厦门公司{i}" for i in range(4)]
+    with Processor(cfg, sessions) as proc:  # nothing left: a second pass does nothing
+        assert proc.run_pending().processed == 0
+
+
+def test_failing_message_is_parked_and_never_blocks_the_others(maildir_env) -> None:
+    cfg, sessions, source, md = maildir_env
+    for i in range(3):
+        md.add(make_mail(subject=f"厦门公司{i}+数字证书申办"))
+    ingest(cfg, sessions, source)
+    bad = _rows(sessions)[0]
+    # The archived copy is damaged (disk trouble): reading it fails the hash check.
+    path = archive.archive_path(cfg.archive_dir, bad.sha256)
+    good_bytes = path.read_bytes()
+    path.write_bytes(good_bytes[:-10])
+    for attempt in range(1, 4):
+        with Processor(cfg, sessions) as proc:
+            report = proc.run_pending()
+        assert report.failed == 1
+        assert report.processed == (2 if attempt == 1 else 0)
+        with sessions() as s:
+            row = s.get(Message, bad.id)
+            assert row.attempts == attempt and "corrupt" in row.last_error
+            assert row.status == (MESSAGE_PARKED if attempt == 3 else MESSAGE_ARCHIVED)
+    assert report.parked == [bad.id]
+    with sessions() as s:
+        failures = s.scalars(select(ProcessingFailure).where(
+            ProcessingFailure.message_row_id == bad.id)).all()
+        assert len(failures) == 3
+    # Parked: nothing more happens to it, and staff find it in the failed folder.
+    with Processor(cfg, sessions) as proc:
+        assert proc.run_pending().failed == 0
+    assert park_in_mailbox(cfg, sessions, source, [bad.id]) == 1
+    assert len(md.get_folder(cfg.intake.failed_folder).keys()) == 1
+    assert len(md.get_folder(cfg.intake.processed_folder).keys()) == 2
+    # Repaired, then `reprocess` turns it into its case.
+    path.write_bytes(good_bytes)
+    reset, unknown, rep = reprocess(cfg, [str(bad.id)])
+    assert reset == [bad.id] and unknown == [] and rep.processed == 1 and rep.cases_opened == 1
+    with sessions() as s:
+        row = s.get(Message, bad.id)
+        assert row.status == MESSAGE_PROCESSED and row.attempts == 0 and row.case_id is not None
+
+
+def test_missing_archive_file_parks_after_max_attempts(maildir_env) -> None:
+    cfg, sessions, source, md = maildir_env
+    cfg.intake.max_attempts = 1
+    md.add(make_mail(message_id="<lost@example.cn>"))
+    md.add(make_mail())
+    ingest(cfg, sessions, source)
+    lost = _rows(sessions)[0]
+    archive.archive_path(cfg.archive_dir, lost.sha256).unlink()
+    with Processor(cfg, sessions) as proc:
+        report = proc.run_pending()
+    assert report.parked == [lost.id] and report.processed == 1
+    reset, unknown, rep = reprocess(cfg, ["lost@example.cn", "<nobody@example.cn>"])
+    assert reset == [lost.id] and unknown == ["<nobody@example.cn>"]
+    assert rep.failed == 1 and rep.parked == [lost.id]  # still missing: parked again
