@@ -1,7 +1,6 @@
 """Helpers for the PKI-core tests (sm2, csr): OpenSSL-made keys and requests, DER builders.
 
 OpenSSL artefacts are made once per test session (cached) in a temporary directory.
-(Separate from tests/pki_support.py, which belongs to the issuance tests.)
 """
 
 from __future__ import annotations
