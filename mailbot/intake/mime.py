@@ -210,6 +210,12 @@ def parse_params(value: str) -> tuple[str, dict[str, str]]:
 
 # ---------------------------------------------------------------------------------------------
 # parts
+def first_header(headers: list[tuple[str, bytes]], name: str) -> bytes | None:
+    """The first raw value of a header (names are stored lower-case)."""
+    name = name.lower()
+    return next((v for n, v in headers if n == name), None)
+
+
 @dataclass
 class Part:
     """One node of the MIME tree; `start`/`end` delimit its encoded body inside `buf`."""
@@ -229,11 +235,7 @@ class Part:
     in_signed_signature: bool = False
 
     def header(self, name: str) -> bytes | None:
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
+        return first_header(self.headers, name)
 
     @property
     def encoded_size(self) -> int:
@@ -325,11 +327,7 @@ class ParsedMessage:
     header_defects: int = 0
 
     def header(self, name: str) -> bytes | None:
-        name = name.lower()
-        for n, v in self.headers:
-            if n == name:
-                return v
-        return None
+        return first_header(self.headers, name)
 
     def headers_all(self, name: str) -> list[bytes]:
         name = name.lower()
