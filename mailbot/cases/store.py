@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from mailbot.cases.audit import append_audit
@@ -35,6 +37,20 @@ OPENING_KINDS = ("new", "revoke")
 OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
 
 
+BLOCKING = ("reject", "missing")  # finding severities that keep a case incomplete
+
+
+@dataclass
+class _Opening:
+    """A case opened by record_many, with the rows that need its id."""
+
+    case: Case
+    message_id: int
+    fields: list[dict[str, object]]
+    findings: list[dict[str, object]]
+    target: str  # incomplete | awaiting_confirmation
+
+
 def format_ref(year: int, seq: int) -> str:
     return f"XM-{year:04d}-{seq:04d}"
 
@@ -46,19 +62,28 @@ class CaseStore:
                  required: dict[str, Iterable[str]] | None = None) -> None:
         self.session = session
         self.required = {k: tuple(v) for k, v in (required or REQUIRED_MATERIALS).items()}
+        self._counters: dict[int, CaseCounter] = {}  # locked counter rows, by year
+        # Rows of record_many waiting to be written in bulk (see _write_pending).
+        self._attachments: list[dict[str, object]] = []
+        self._openings: list[_Opening] = []
 
     # numbering ---------------------------------------------------------------------------
     def next_ref(self, year: int | None = None) -> str:
-        """The next free number of the year; the counter row is locked until commit."""
+        """The next free number of the year; the counter row is locked until commit.
+
+        The row is read (and locked) once per transaction; later numbers are counted on it.
+        """
         year = year or now().year
-        counter = self.session.scalars(
-            select(CaseCounter).where(CaseCounter.year == year).with_for_update()
-        ).first()
+        counter = self._counters.get(year)
         if counter is None:
-            counter = CaseCounter(year=year, last_seq=0)
-            self.session.add(counter)
+            counter = self.session.scalars(
+                select(CaseCounter).where(CaseCounter.year == year).with_for_update()
+            ).first()
+            if counter is None:
+                counter = CaseCounter(year=year, last_seq=0)
+                self.session.add(counter)
+            self._counters[year] = counter
         counter.last_seq += 1
-        self.session.flush()
         return format_ref(year, counter.last_seq)
 
     def by_ref(self, ref: str) -> Case | None:
@@ -67,42 +92,96 @@ class CaseStore:
     # intake ------------------------------------------------------------------------------
     def record_facts(self, message: Message, facts: MessageFacts) -> Case | None:
         """Record one analysed message: open a case (new/revoke), join one (reply), or neither."""
+        return self.record_many([(message, facts)])[0]
+
+    def record_many(self, items: Sequence[tuple[Message, MessageFacts]]) -> list[Case | None]:
+        """Record analysed messages in order; returns the case each opened or joined.
+
+        A run of openings is built in memory and written together: one flush gives the cases
+        their ids, then attachments, fields and findings go in as one multi-row INSERT per
+        table (a new case's materials are its one message's files, so no query is needed).
+        A reply writes what came before it first, since it reads its case from the database.
+        """
+        cases: list[Case | None] = []
+        with self.session.no_autoflush:
+            for message, facts in items:
+                self._mark_processed(message, facts)
+                case: Case | None = None
+                if facts.kind in OPENING_KINDS:
+                    case = self._open_case(message, facts)
+                elif facts.kind == "reply" and facts.case_ref:
+                    self._write_pending()
+                    case = self.by_ref(facts.case_ref)
+                    if case is None:
+                        log.warning("message %s cites unknown case %s", message.id,
+                                    facts.case_ref)
+                    else:
+                        self._join_case(case, message, facts)
+                cases.append(case)
+            self._write_pending()
+        return cases
+
+    def _mark_processed(self, message: Message, facts: MessageFacts) -> None:
         message.kind = facts.kind
         message.facts = facts.to_inspect_json()
         message.status = MESSAGE_PROCESSED
         message.processed_at = now()
-        self._record_attachments(message, facts)
-        case: Case | None = None
-        if facts.kind in OPENING_KINDS:
-            case = self._open_case(message, facts)
-        elif facts.kind == "reply" and facts.case_ref:
-            case = self.by_ref(facts.case_ref)
-            if case is None:
-                log.warning("message %s cites unknown case %s", message.id, facts.case_ref)
-            else:
-                self._join_case(case, message, facts)
-        self.session.flush()
-        return case
-
-    def _record_attachments(self, message: Message, facts: MessageFacts) -> None:
-        for att in facts.attachments:
-            message.attachments.append(Attachment(
-                filename=att.filename, content_type=att.content_type, size=att.size,
-                sha256=att.sha256, materials=list(att.materials)))
+        # Plain rows, not through message.attachments: that would load the collection.
+        self._attachments.extend(
+            {"message_row_id": message.id, "filename": att.filename,
+             "content_type": att.content_type, "size": att.size, "sha256": att.sha256,
+             "materials": list(att.materials)}
+            for att in facts.attachments)
 
     def _open_case(self, message: Message, facts: MessageFacts) -> Case:
+        """A new case; its fields, findings and first verdict wait in `_openings`."""
         company = facts.company or facts.form.get("applicant_org") or None
         case = Case(ref=self.next_ref(), kind=facts.kind, state="received", company=company,
                     applicant_address=facts.reply_to or facts.from_addr)
         self.session.add(case)
         message.case = case
-        self.session.flush()
-        append_audit(self.session, actor=f"message:{message.id}", action="open", case=case,
-                     to_state="received", reason=f"{facts.kind} application by mail")
-        self._record_fields(case, message, facts.form)
-        self._add_findings(case, message, facts.findings)
-        self._settle_state(case, actor="system")
+        at = now()
+        fields = [{"key": key, "value": value, "source": "form", "message_row_id": message.id,
+                   "set_by": "system", "set_at": at} for key, value in facts.form.items()]
+        findings = [self._finding_row(message.id, f.code, f.severity, f.detail, f.facts, at)
+                    for f in facts.findings if f.code != "missing_material"]
+        present = {m for a in facts.attachments for m in a.materials}
+        findings.extend(self._finding_row(None, "missing_material", "missing",
+                                          f"required material missing: {m}",
+                                          {"material": m}, at)
+                        for m in self.required.get(case.kind, ()) if m not in present)
+        blocking = any(f["severity"] in BLOCKING for f in findings)
+        self._openings.append(_Opening(case, message.id, fields, findings,
+                                       "incomplete" if blocking else "awaiting_confirmation"))
         return case
+
+    @staticmethod
+    def _finding_row(message_id: int | None, code: str, severity: str, detail: str,
+                     facts: object, at: datetime) -> dict[str, object]:
+        return {"message_row_id": message_id, "code": code, "severity": severity,
+                "detail": detail, "facts": _jsonable(facts), "created_at": at,
+                "resolved_at": None, "overridden_by": None, "override_reason": None}
+
+    def _write_pending(self) -> None:
+        """Flush, then write the rows waiting for ids and chain the openings' audit rows."""
+        self.session.flush()  # the openings' cases get their ids
+        fields: list[dict[str, object]] = []
+        findings: list[dict[str, object]] = []
+        for o in self._openings:
+            fields.extend({**row, "case_id": o.case.id} for row in o.fields)
+            findings.extend({**row, "case_id": o.case.id} for row in o.findings)
+        for model, rows in ((Attachment, self._attachments), (CaseField, fields),
+                            (CaseFinding, findings)):
+            if rows:
+                self.session.execute(insert(model), rows)
+        self._attachments = []
+        for o in self._openings:
+            append_audit(self.session, actor=f"message:{o.message_id}", action="open",
+                         case=o.case, to_state="received",
+                         reason=f"{o.case.kind} application by mail")
+            self._move_state(o.case, o.target, actor="system")
+        self._openings = []
+        self.session.flush()
 
     def _join_case(self, case: Case, message: Message, facts: MessageFacts) -> None:
         message.case = case
@@ -156,29 +235,40 @@ class CaseStore:
         present = self.materials_present(case)
         return [m for m in self.required.get(case.kind, ()) if m not in present]
 
-    def _settle_state(self, case: Case, actor: str) -> None:
-        """Sync missing-material findings with the case's files, then incomplete vs ready."""
-        missing = set(self.missing_materials(case))
+    def _sync_missing(self, case: Case, missing: list[str]) -> str:
+        """One open missing_material finding per absent material; resolve the rest.
+
+        Returns the state the findings call for: incomplete or awaiting_confirmation.
+        """
         open_missing = {f.facts.get("material"): f for f in self._open_findings(case)
                         if f.code == "missing_material"}
         for material, f in open_missing.items():
             if material not in missing:
                 f.resolved_at = now()
-        for material in self.required.get(case.kind, ()):
-            if material in missing and material not in open_missing:
+        for material in missing:
+            if material not in open_missing:
                 case.findings.append(CaseFinding(
                     code="missing_material", severity="missing",
                     detail=f"required material missing: {material}",
                     facts={"material": material}))
-        self.session.flush()
-        blocking = any(f.severity in ("reject", "missing") for f in self._open_findings(case))
-        target = "incomplete" if blocking else "awaiting_confirmation"
-        if case.state != target:
-            append_audit(self.session, actor=actor, action="intake_check", case=case,
-                         from_state=case.state, to_state=target,
-                         reason="materials or request need fixing" if blocking
-                         else "materials complete; waiting for the phone confirmation")
-            case.state = target
+        blocking = any(f.severity in BLOCKING for f in self._open_findings(case))
+        return "incomplete" if blocking else "awaiting_confirmation"
+
+    def _move_state(self, case: Case, target: str, actor: str) -> None:
+        """Audit the intake check's verdict when it changes the case's state."""
+        if case.state == target:
+            return
+        blocking = target == "incomplete"
+        append_audit(self.session, actor=actor, action="intake_check", case=case,
+                     from_state=case.state, to_state=target,
+                     reason="materials or request need fixing" if blocking
+                     else "materials complete; waiting for the phone confirmation")
+        case.state = target
+
+    def _settle_state(self, case: Case, actor: str) -> None:
+        """Sync missing-material findings with all the case's files, then incomplete vs ready."""
+        self.session.flush()  # this message's files count too
+        self._move_state(case, self._sync_missing(case, self.missing_materials(case)), actor)
 
 
 def _jsonable(facts: object) -> dict[str, object]:

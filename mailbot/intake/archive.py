@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 SUFFIX = ".eml"
+SYNC_THREADS = 8
 
 
 class ArchiveError(OSError):
@@ -75,18 +77,35 @@ def store(archive_dir: str | Path, raw: bytes, sha256: str | None = None,
     return digest, target
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_paths(paths: list[Path]) -> None:
-    """fsync files written with durable=False and their folders (before the DB commit)."""
+    """fsync files written with durable=False and their folders (before the DB commit).
+
+    The files are synced from several threads at once (fsync releases the GIL), so the
+    filesystem can commit them in one journal transaction instead of one after another.
+    The threads end here: the parse pool forks later, and a fork should not copy them.
+    """
+    if not paths:
+        return
+    # Each file's folder holds its name; the two above may hold new fan-out folders.
     folders: set[Path] = set()
     for p in paths:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         folders.update((p.parent, p.parent.parent, p.parent.parent.parent))
-    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
-        _fsync_dir(folder)
+    if len(paths) == 1:
+        _fsync_file(paths[0])
+        for folder in folders:
+            _fsync_dir(folder)
+        return
+    with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(paths))) as pool:
+        list(pool.map(_fsync_file, paths))
+        list(pool.map(_fsync_dir, folders))
 
 
 def load(archive_dir: str | Path, sha256: str, *, verify: bool = True) -> bytes:

@@ -13,6 +13,7 @@ import email.header
 import email.utils
 import logging
 import os
+import re
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ MAX_HEADER_BYTES = 256 * 1024
 # IMAP messages over this size are fetched in pieces of STREAM_PIECE bytes (bounded memory).
 STREAM_OVER = 4 * 1024 * 1024
 STREAM_PIECE = 2 * 1024 * 1024
+_BLANK_LINE = re.compile(rb"\n\r?\n")  # stops at the first one, unlike two find() calls
 _CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "euc-cn": "gb18030",
                     "x-gbk": "gb18030", "cp936": "gb18030"}
 
@@ -114,9 +116,9 @@ def read_headers(raw: bytes) -> HeaderFacts:
 
 
 def _header_end(raw: bytes) -> int:
-    window = raw[:MAX_HEADER_BYTES]
-    ends = [i for i in (window.find(b"\r\n\r\n"), window.find(b"\n\n")) if i >= 0]
-    return min(ends) + 2 if ends else len(window)
+    """Where the header block ends: after the first empty line (LF or CRLF endings)."""
+    m = _BLANK_LINE.search(raw, 0, MAX_HEADER_BYTES)
+    return m.end() if m else min(len(raw), MAX_HEADER_BYTES)
 
 
 def _clean_message_id(value: object) -> str | None:

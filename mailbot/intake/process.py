@@ -198,21 +198,21 @@ class Processor:
                     self._fail(row_id, exc)
 
     def _store(self, s: Session, items: list[tuple[int, MessageFacts]]) -> int:
-        store = CaseStore(s)
-        opened = 0
         rows = {m.id: m for m in s.scalars(
             select(Message).where(Message.id.in_([i for i, _ in items])))}
+        todo: list[tuple[Message, MessageFacts]] = []
         for row_id, facts in items:
             row = rows.get(row_id)
             if row is None or row.status != MESSAGE_ARCHIVED:
                 continue  # recorded meanwhile (another pass) or reset by staff
-            before = row.case_id
-            case = store.record_facts(row, facts)
             if facts.subject:
                 row.subject = facts.subject
-            if case is not None and before is None and facts.kind in ("new", "revoke"):
-                opened += 1
-        return opened
+            todo.append((row, facts))
+        before = {row.id: row.case_id for row, _ in todo}
+        cases = CaseStore(s).record_many(todo)
+        return sum(1 for (row, facts), case in zip(todo, cases, strict=True)
+                   if case is not None and before[row.id] is None
+                   and facts.kind in ("new", "revoke"))
 
     def _fail(self, row_id: int, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"[:4000]
