@@ -79,15 +79,12 @@ class Daemon:
         proc = self.processor
         proc.report = ProcessReport()
         proc.submit_pending()  # left over from a crash or a reprocess
-
-        def handoff(ids: list[int]) -> None:
-            proc.submit(ids)
-            proc.drain(block=False)
-
         self.source.open()
         sweep = self.sweep_due() if full_sweep is None else full_sweep
+        # Rows go to the parse pool as soon as they are committed; the processor's recorder
+        # thread turns the results into cases while intake goes on with the next batch.
         report.intake = ingest(self.cfg, self.sessions, self.source, full_sweep=sweep,
-                               on_committed=handoff)
+                               on_committed=proc.submit)
         proc.drain(block=True)
         report.processing = proc.report
         if proc.report.parked:

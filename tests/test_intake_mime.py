@@ -130,6 +130,24 @@ def test_decoding_is_exact_and_streamed() -> None:
     assert part.decoded() == b"%PDF" + data
 
 
+@pytest.mark.parametrize("cte_body", [
+    # (transfer encoding, body as sent): sized without decoding, as decoding would size it
+    ("base64", base64.encodebytes(bytes(range(256)) * 3)),
+    ("base64", base64.b64encode(b"ab")),  # one = of padding
+    ("base64", base64.b64encode(b"a") + b"\r\n"),  # two
+    ("base64", b"QUJD\r\nR!!E\r\n  Rk\r\nc"),  # junk, breaks, a lone trailing character
+    ("base64", b""),
+    ("quoted-printable", b"a=3Db=\r\nc"),
+    ("7bit", b"plain text\r\n"),
+])
+def test_decoded_size_counts_without_decoding(cte_body: tuple[str, bytes]) -> None:
+    cte, body = cte_body
+    raw = (b"Subject: s\r\nContent-Type: application/pdf; name=a.pdf\r\n"
+           b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body)
+    part = parse_message(raw).leaves[0]
+    assert part.decoded_size() == len(part.decoded()) == part.digest_and_size()[1]
+
+
 def test_quoted_printable_body() -> None:
     body = "".join(f"={b:02X}" for b in "申请材料".encode("gbk")).encode()
     raw = (b"Subject: q\r\nContent-Type: text/plain; charset=gbk\r\n"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from mailbot.cases.models import AuditEntry, Case
@@ -21,19 +22,36 @@ def _sm3_hex(data: bytes) -> str:
     return hashlib.new("sm3", data).hexdigest()
 
 
-def entry_digest(entry: AuditEntry) -> str:
+AUDIT_FIELDS = ("case_id", "at", "actor", "action", "from_state", "to_state", "reason")
+
+
+def row_digest(prev_hash: str, row: dict[str, Any]) -> str:
     """SM3 over the previous hash and every recorded field, in a canonical JSON form."""
     body = {
-        "prev": entry.prev_hash,
-        "case_id": entry.case_id,
-        "at": entry.at.isoformat(timespec="microseconds"),
-        "actor": entry.actor,
-        "action": entry.action,
-        "from": entry.from_state,
-        "to": entry.to_state,
-        "reason": entry.reason,
+        "prev": prev_hash,
+        "case_id": row["case_id"],
+        "at": row["at"].isoformat(timespec="microseconds"),
+        "actor": row["actor"],
+        "action": row["action"],
+        "from": row["from_state"],
+        "to": row["to_state"],
+        "reason": row["reason"],
     }
     return _sm3_hex(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+
+
+def entry_digest(entry: AuditEntry) -> str:
+    return row_digest(entry.prev_hash, {k: getattr(entry, k) for k in AUDIT_FIELDS})
+
+
+def _head(session: Session) -> str:
+    """The chain head: read once per transaction, then carried in the session."""
+    head = session.info.get(_HEAD)
+    if head is None:
+        session.flush()  # rows added without these functions must count too
+        head = session.scalars(
+            select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first() or GENESIS
+    return head
 
 
 def append_audit(session: Session, *, actor: str, action: str, case: Case | None = None,
@@ -41,24 +59,39 @@ def append_audit(session: Session, *, actor: str, action: str, case: Case | None
                  reason: str | None = None) -> AuditEntry:
     """Add one chained row to the session (not committed: it joins the caller's work).
 
-    The head is read once per transaction and then carried in the session, so a batch of
-    appends costs no query each; another writer that got in first makes the unique prev_hash
-    fail at commit, and the caller retries.
+    Another writer that got in first makes the unique prev_hash fail at commit, and the
+    caller retries.
     """
     if case is not None and case.id is None:
         session.flush()  # the case needs its id: it is part of the hashed row
-    head = session.info.get(_HEAD)
-    if head is None:
-        session.flush()  # rows added without append_audit must count too
-        head = session.scalars(
-            select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)).first() or GENESIS
     entry = AuditEntry(case_id=case.id if case is not None else None, at=now(), actor=actor,
                        action=action, from_state=from_state, to_state=to_state, reason=reason,
-                       prev_hash=head)
+                       prev_hash=_head(session))
     entry.hash = entry_digest(entry)
     session.add(entry)
     session.info[_HEAD] = entry.hash
     return entry
+
+
+def append_audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Chain and insert many rows at once (dicts of AUDIT_FIELDS; `at` defaults to now).
+
+    Pending ORM rows are flushed first, so ids keep following the chain.
+    """
+    if not rows:
+        return
+    head = _head(session)
+    session.flush()
+    stamp = now()
+    chained = []
+    for row in rows:
+        full = {k: row.get(k) for k in AUDIT_FIELDS}
+        full["at"] = full["at"] or stamp
+        full["prev_hash"] = head
+        head = full["hash"] = row_digest(head, full)
+        chained.append(full)
+    session.execute(insert(AuditEntry), chained)
+    session.info[_HEAD] = head
 
 
 @event.listens_for(Session, "after_transaction_end")

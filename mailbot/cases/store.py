@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from mailbot.cases.audit import append_audit
+from mailbot.cases.audit import append_audit, append_audit_rows
 from mailbot.cases.models import (
     MESSAGE_PROCESSED,
     Attachment,
@@ -38,6 +38,8 @@ OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
 
 
 BLOCKING = ("reject", "missing")  # finding severities that keep a case incomplete
+_CHECK_REASON = {"incomplete": "materials or request need fixing",
+                 "awaiting_confirmation": "materials complete; waiting for the phone confirmation"}
 
 
 @dataclass
@@ -48,7 +50,6 @@ class _Opening:
     message_id: int
     fields: list[dict[str, object]]
     findings: list[dict[str, object]]
-    target: str  # incomplete | awaiting_confirmation
 
 
 def format_ref(year: int, seq: int) -> str:
@@ -129,14 +130,14 @@ class CaseStore:
         # Plain rows, not through message.attachments: that would load the collection.
         self._attachments.extend(
             {"message_row_id": message.id, "filename": att.filename,
-             "content_type": att.content_type, "size": att.size, "sha256": att.sha256,
+             "content_type": att.content_type, "size": att.size, "sha256": att.sha256 or None,
              "materials": list(att.materials)}
             for att in facts.attachments)
 
     def _open_case(self, message: Message, facts: MessageFacts) -> Case:
         """A new case; its fields, findings and first verdict wait in `_openings`."""
         company = facts.company or facts.form.get("applicant_org") or None
-        case = Case(ref=self.next_ref(), kind=facts.kind, state="received", company=company,
+        case = Case(ref=self.next_ref(), kind=facts.kind, company=company,
                     applicant_address=facts.reply_to or facts.from_addr)
         self.session.add(case)
         message.case = case
@@ -150,9 +151,11 @@ class CaseStore:
                                           f"required material missing: {m}",
                                           {"material": m}, at)
                         for m in self.required.get(case.kind, ()) if m not in present)
-        blocking = any(f["severity"] in BLOCKING for f in findings)
-        self._openings.append(_Opening(case, message.id, fields, findings,
-                                       "incomplete" if blocking else "awaiting_confirmation"))
+        if any(f["severity"] in BLOCKING for f in findings):
+            case.state = "incomplete"
+        else:
+            case.state = "awaiting_confirmation"
+        self._openings.append(_Opening(case, message.id, fields, findings))
         return case
 
     @staticmethod
@@ -175,13 +178,17 @@ class CaseStore:
             if rows:
                 self.session.execute(insert(model), rows)
         self._attachments = []
+        audit: list[dict[str, object]] = []
         for o in self._openings:
-            append_audit(self.session, actor=f"message:{o.message_id}", action="open",
-                         case=o.case, to_state="received",
-                         reason=f"{o.case.kind} application by mail")
-            self._move_state(o.case, o.target, actor="system")
+            # The case row went in with its verdict; the log tells both steps.
+            audit.append({"case_id": o.case.id, "actor": f"message:{o.message_id}",
+                          "action": "open", "to_state": "received",
+                          "reason": f"{o.case.kind} application by mail"})
+            audit.append({"case_id": o.case.id, "actor": "system", "action": "intake_check",
+                          "from_state": "received", "to_state": o.case.state,
+                          "reason": _CHECK_REASON[o.case.state]})
+        append_audit_rows(self.session, audit)
         self._openings = []
-        self.session.flush()
 
     def _join_case(self, case: Case, message: Message, facts: MessageFacts) -> None:
         message.case = case
@@ -258,11 +265,8 @@ class CaseStore:
         """Audit the intake check's verdict when it changes the case's state."""
         if case.state == target:
             return
-        blocking = target == "incomplete"
         append_audit(self.session, actor=actor, action="intake_check", case=case,
-                     from_state=case.state, to_state=target,
-                     reason="materials or request need fixing" if blocking
-                     else "materials complete; waiting for the phone confirmation")
+                     from_state=case.state, to_state=target, reason=_CHECK_REASON[target])
         case.state = target
 
     def _settle_state(self, case: Case, actor: str) -> None:

@@ -193,8 +193,9 @@ def _attachment_facts(part: Part, settings: Mapping[str, Any]) -> list[Attachmen
         data = part.decoded()
         digest, size = hashlib.sha256(data).hexdigest(), len(data)
     else:
-        data = prefix  # judged by name and magic; size and hash streamed below
-        digest, size = part.digest_and_size()
+        # A scan is judged by name and magic bytes; its size is counted from the encoding,
+        # never decoded or hashed (the archived message's sha256 covers its bytes).
+        data, digest, size = prefix, "", part.decoded_size()
     try:
         facts = _classify_attachment(filename, part.content_type, data, settings, inline,
                                      part.content_id)

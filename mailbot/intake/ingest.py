@@ -41,8 +41,8 @@ from mailbot.mailbox.base import MailSource, MessageRef
 log = logging.getLogger(__name__)
 
 # Test hook for tests/test_intake_crash.py: the process SIGKILLs itself at the named point
-# (after_archive_commit, after_move here; during_processing in process.py). Inert unless the
-# variable is set; this one check is the only test hook in production code.
+# (after_archive_commit, before_moved_commit, after_move here; during_processing in
+# process.py). Inert unless the variable is set; the only test hook in production code.
 CRASH_ENV = "MAILBOT_TEST_CRASH_AT"
 # Fetch batches are cut at this many bytes too, so one batch never holds much more than this.
 BATCH_BYTES = 16 * 1024 * 1024
@@ -202,11 +202,35 @@ class Ingester:
         report.listed = len(refs)
         kw = self.cfg.intake.processed_keyword
         refs = [r for r in refs if kw not in r.flags]  # handled before (keyword fallback)
+        self._reconcile_moved(refs, uv, since)
         limit = self.cfg.intake.max_message_bytes
         for batch in _batches(refs, max(1, self.cfg.intake.fetch_batch), BATCH_BYTES):
             plan = self._plan(batch, uv, limit, report)
             self._finish(plan, uv, self._fetch(plan.small), report)
         return report
+
+    def _reconcile_moved(self, waiting: list[MessageRef], uv: int, since: int) -> None:
+        """Stamp moved_at on recorded rows whose message has left the inbox unrecorded.
+
+        A crash between the mailbox move and the commit of moved_at leaves such rows; the
+        listing covers every UID above `since` (all of a Maildir inbox), so a recorded row in
+        that range that is not waiting in the inbox any more was moved (or marked) already.
+        """
+        listed = {r.key for r in waiting}
+        with self.sessions() as s:
+            q = select(Message).where(Message.source == self.source.identity,
+                                      Message.moved_at.is_(None),
+                                      Message.status != MESSAGE_OVERSIZE)
+            if not self.is_maildir:
+                q = q.where(Message.uidvalidity == uv, Message.uid > since)
+            stamp = now()
+            gone = [row for row in s.scalars(q)
+                    if (row.source_key or str(row.uid or "")) not in listed]
+            for row in gone:
+                row.moved_at = stamp
+                log.info("message row %s left the inbox before its move was recorded", row.id)
+            if gone:
+                s.commit()
 
     # -- one batch --------------------------------------------------------------------------
     def _plan(self, batch: list[MessageRef], uv: int, limit: int,
@@ -219,7 +243,7 @@ class Ingester:
             for ref in batch:
                 row = known.get(ref.key)
                 if row is not None:
-                    if row.status != MESSAGE_OVERSIZE and row.moved_at is None:
+                    if row.status != MESSAGE_OVERSIZE:
                         plan.to_move.append(ref)  # recorded, then a crash before the move
                         plan.move_ids.append(row.id)
                     continue
@@ -271,6 +295,7 @@ class Ingester:
         report.new_row_ids.extend(new_ids)
         if to_move:
             self._move(to_move)
+        crash_point("before_moved_commit")
         with self.sessions() as s:
             if move_ids:
                 stamp = now()

@@ -303,6 +303,19 @@ class Part:
             size += len(chunk)
         return h.hexdigest(), size
 
+    def decoded_size(self) -> int:
+        """The decoded size without decoding: base64 is counted, not converted (as
+        iter_decoded counts it: alphabet characters only, a lone trailing one dropped)."""
+        if self.cte == "quoted-printable":
+            return sum(len(chunk) for chunk in self.iter_decoded())
+        if self.cte != "base64":
+            return self.end - self.start
+        count = 0
+        for pos in range(self.start, self.end, DECODE_CHUNK):
+            stop = min(self.end, pos + DECODE_CHUNK)
+            count += len(bytes(self.buf[pos:stop]).translate(None, _B64_DELETE))
+        return count // 4 * 3 + (0, 0, 1, 2)[count % 4]
+
     def text(self, limit: int = MAX_TEXT_BYTES) -> str:
         """The body as text, by its charset (leniently), cut to `limit` decoded bytes."""
         data = self.decoded(limit=limit * 2 if self.cte == "base64" else limit)[:limit]

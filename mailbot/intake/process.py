@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -81,7 +82,13 @@ class ProcessReport:
 
 
 class Processor:
-    """Owns the parse pool; `submit` rows as they are committed, `drain` to record results."""
+    """Owns the parse pool and the recorder thread.
+
+    `submit` rows as they are committed; the recorder thread records the results in
+    submission order (so case numbers follow arrival) while the caller goes on fetching;
+    `drain` waits until everything submitted is recorded. Recording mostly waits on the
+    database, so the thread overlaps it with intake's own waits (IMAP, fsync).
+    """
 
     def __init__(self, cfg: Config, sessions: sessionmaker[Session],
                  *, workers: int | None = None) -> None:
@@ -92,7 +99,13 @@ class Processor:
         self.archive_dir = str(cfg.archive_dir)
         self.rules_dir = str(cfg.rules_dir)
         self._pool: cf.ProcessPoolExecutor | None = None
-        self._inflight: dict[cf.Future[Any], int] = {}
+        # Submitted and not yet recorded, oldest first; guarded by _cond.
+        self._queue: deque[tuple[int, cf.Future[Any]]] = deque()
+        self._busy: set[int] = set()  # their row ids, until recorded
+        self._cond = threading.Condition()
+        self._recorder: threading.Thread | None = None
+        self._closing = False
+        self._error: BaseException | None = None
         self.report = ProcessReport()
 
     # -- pool -------------------------------------------------------------------------------
@@ -109,9 +122,20 @@ class Processor:
         return self._pool
 
     def close(self) -> None:
+        """Stop the recorder (what it holds stays `archived` for the next run) and the pool."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._recorder is not None:
+            self._recorder.join()
+            self._recorder = None
+        with self._cond:
+            self._queue.clear()
+            self._busy.clear()
+            self._closing = False
 
     def __enter__(self) -> Processor:
         return self
@@ -122,49 +146,83 @@ class Processor:
     # -- work -------------------------------------------------------------------------------
     def submit(self, row_ids: Iterable[int]) -> None:
         """Queue archived rows for analysis (called right after their commit)."""
-        ids = [i for i in row_ids if i not in self._inflight.values()]
+        with self._cond:
+            ids = [i for i in row_ids if i not in self._busy]
         if not ids:
             return
         with self.sessions() as s:
             rows = s.execute(select(Message.id, Message.sha256).where(
                 Message.id.in_(ids), Message.status == MESSAGE_ARCHIVED)).all()
-        pool = self._get_pool()
-        for row_id, sha in sorted(rows):
-            fut = pool.submit(analyse_archived, self.archive_dir, sha or "", self.rules_dir)
-            self._inflight[fut] = row_id
+        if not rows:
+            return
+        pool = self._get_pool()  # forks the workers before the recorder thread exists
+        futures = [(row_id, pool.submit(analyse_archived, self.archive_dir, sha or "",
+                                        self.rules_dir)) for row_id, sha in sorted(rows)]
+        with self._cond:
+            self._queue.extend(futures)
+            self._busy.update(row_id for row_id, _ in futures)
+            self._cond.notify_all()
+            if self._recorder is None:
+                self._recorder = threading.Thread(target=self._record_loop,
+                                                  name="mailbot-recorder", daemon=True)
+                self._recorder.start()
 
     def submit_pending(self) -> int:
         """Queue every archived row not yet in flight; returns how many."""
-        busy = set(self._inflight.values())
+        with self._cond:
+            busy = set(self._busy)
         with self.sessions() as s:
             ids = [i for i in s.scalars(select(Message.id).where(
                 Message.status == MESSAGE_ARCHIVED).order_by(Message.id)) if i not in busy]
         self.submit(ids)
         return len(ids)
 
-    def drain(self, *, block: bool) -> None:
-        """Record finished analyses in submission order (so case numbers follow arrival);
-        block=True waits for everything in flight."""
-        while self._inflight:
-            ready: list[cf.Future[Any]] = []
-            for fut in self._inflight:  # dicts keep submission order
-                if not fut.done():
-                    break
-                ready.append(fut)
-            if not ready:
-                if not block:
-                    return
-                cf.wait([next(iter(self._inflight))])  # the oldest one holds up the others
-                continue
-            for i in range(0, len(ready), RECORD_BATCH):
-                chunk = ready[i:i + RECORD_BATCH]
-                self._record([(self._inflight.pop(f), f) for f in chunk])
+    def drain(self, *, block: bool = True) -> None:
+        """Wait until everything submitted is recorded (block=False: return at once; the
+        recorder thread records on its own)."""
+        if not block:
+            return
+        with self._cond:
+            while self._busy and self._recorder is not None and self._recorder.is_alive():
+                self._cond.wait()
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def run_pending(self) -> ProcessReport:
         """Analyse and record every archived row (one attempt each), then return the totals."""
         self.submit_pending()
         self.drain(block=True)
         return self.report
+
+    def _record_loop(self) -> None:
+        """Recorder thread: wait for the oldest analysis, record it with the ones ready
+        behind it (up to RECORD_BATCH per commit), repeat."""
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                oldest = self._queue[0][1]
+            cf.wait([oldest])  # the oldest one holds up the others
+            with self._cond:
+                if self._closing:
+                    return
+                batch: list[tuple[int, cf.Future[Any]]] = []
+                while self._queue and len(batch) < RECORD_BATCH and self._queue[0][1].done():
+                    batch.append(self._queue.popleft())
+            try:
+                self._record(batch)
+            except BaseException as exc:  # noqa: BLE001 - e.g. the database is gone
+                # The rows stay `archived`: the next cycle's submit_pending tries them again.
+                log.exception("recording %d analysed messages failed", len(batch))
+                with self._cond:
+                    self._error = exc
+            finally:
+                with self._cond:
+                    self._busy.difference_update(row_id for row_id, _ in batch)
+                    self._cond.notify_all()
 
     # -- recording --------------------------------------------------------------------------
     def _record(self, results: list[tuple[int, cf.Future[Any]]]) -> None:
