@@ -15,9 +15,9 @@ RAW = b"From: a@example.cn\r\nSubject: test\r\n\r\nbody\r\n"
 def test_path_is_content_addressed(tmp_path) -> None:
     sha, path = archive.store(tmp_path, RAW)
     assert sha == hashlib.sha256(RAW).hexdigest()
-    assert path == tmp_path / sha[:2] / sha[2:4] / f"{sha}.eml"
+    assert path == tmp_path / sha[:2] / f"{sha}.eml"
     assert path.read_bytes() == RAW
-    assert archive.relative_path(sha) == f"{sha[:2]}/{sha[2:4]}/{sha}.eml"
+    assert archive.relative_path(sha) == f"{sha[:2]}/{sha}.eml"
 
 
 def test_store_is_idempotent_and_leaves_no_temp_files(tmp_path) -> None:

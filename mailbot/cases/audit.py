@@ -90,7 +90,8 @@ def append_audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
         full["prev_hash"] = head
         head = full["hash"] = row_digest(head, full)
         chained.append(full)
-    session.execute(insert(AuditEntry), chained)
+    # render_nulls: NULLs as values, so rows of any shape go in one multi-row INSERT.
+    session.execute(insert(AuditEntry).execution_options(render_nulls=True), chained)
     session.info[_HEAD] = head
 
 

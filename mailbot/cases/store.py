@@ -176,7 +176,9 @@ class CaseStore:
         for model, rows in ((Attachment, self._attachments), (CaseField, fields),
                             (CaseFinding, findings)):
             if rows:
-                self.session.execute(insert(model), rows)
+                # render_nulls: a None (a scan's hash) would otherwise split the batch
+                # into one INSERT per run of rows with the same columns.
+                self.session.execute(insert(model).execution_options(render_nulls=True), rows)
         self._attachments = []
         audit: list[dict[str, object]] = []
         for o in self._openings:

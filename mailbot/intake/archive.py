@@ -1,4 +1,4 @@
-"""Content-addressed archive of raw messages: ARCHIVE/ab/cd/<sha256>.eml, written crash-safely.
+"""Content-addressed archive of raw messages: ARCHIVE/ab/<sha256>.eml, written crash-safely.
 
 Like Mailman's switchboard: write a temporary file in the target folder, fsync it, rename it
 into place, fsync the folder. A crash leaves either no file or the whole file, never a torn
@@ -26,8 +26,9 @@ def sha256_hex(raw: bytes) -> str:
 
 
 def relative_path(sha256: str) -> str:
-    """ab/cd/<sha256>.eml: two levels of fan-out keep folders small."""
-    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}{SUFFIX}"
+    """ab/<sha256>.eml: one level of 256 folders (as git does) keeps each to a few thousand
+    files at a million messages, and a new message seldom needs a new folder."""
+    return f"{sha256[:2]}/{sha256}{SUFFIX}"
 
 
 def archive_path(archive_dir: str | Path, sha256: str) -> Path:
@@ -49,9 +50,15 @@ def store(archive_dir: str | Path, raw: bytes, sha256: str | None = None,
     durable=False skips the fsyncs (the caller syncs later with `sync_paths`, e.g. once per batch).
     """
     digest = sha256 or sha256_hex(raw)
-    target = archive_path(archive_dir, digest)
+    return digest, write_once(archive_dir, raw, digest, durable=durable)[0]
+
+
+def write_once(archive_dir: str | Path, raw: bytes, sha256: str,
+               *, durable: bool = True) -> tuple[Path, bool]:
+    """Write `raw` to its address unless it is there; returns (path, newly written)."""
+    target = archive_path(archive_dir, sha256)
     if target.exists():
-        return digest, target
+        return target, False
     folder = target.parent
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,10 +78,9 @@ def store(archive_dir: str | Path, raw: bytes, sha256: str | None = None,
         raise
     if durable:
         _fsync_dir(folder)
-        if created:  # the new fan-out folders must survive a crash too
+        if created:  # a new fan-out folder must survive a crash too
             _fsync_dir(folder.parent)
-            _fsync_dir(folder.parent.parent)
-    return digest, target
+    return target, True
 
 
 def _fsync_file(path: Path) -> None:
@@ -94,10 +100,10 @@ def sync_paths(paths: list[Path]) -> None:
     """
     if not paths:
         return
-    # Each file's folder holds its name; the two above may hold new fan-out folders.
+    # Each file's folder holds its name; the archive root may hold a new fan-out folder.
     folders: set[Path] = set()
     for p in paths:
-        folders.update((p.parent, p.parent.parent, p.parent.parent.parent))
+        folders.update((p.parent, p.parent.parent))
     if len(paths) == 1:
         _fsync_file(paths[0])
         for folder in folders:

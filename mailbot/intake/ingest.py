@@ -330,9 +330,8 @@ class Ingester:
                  written: list[Path]) -> tuple[MessageRef, Message]:
         """Write the bytes to the archive; the row to record (not yet added to the session)."""
         sha = archive.sha256_hex(raw)
-        existed = archive.archive_path(self.archive_dir, sha).exists()
-        _, path = archive.store(self.archive_dir, raw, sha, durable=False)
-        if not existed:
+        path, new = archive.write_once(self.archive_dir, raw, sha, durable=False)
+        if new:
             written.append(path)
         return ref, self._row(ref, uv, sha, len(raw), raw)
 
