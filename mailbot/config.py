@@ -50,7 +50,7 @@ class IntakeConfig:
     idle_renew_seconds: int = 540  # RFC 2177 asks for a renewal within 29 min; providers cut at ~10
     poll_seconds: int = 60
     sweep_seconds: int = 3600
-    fetch_batch: int = 20
+    fetch_batch: int = 50  # messages per fetch and commit (and at most ~16 MB of them)
     workers: int = 0  # 0: one parse process per core
 
 

@@ -23,7 +23,7 @@ from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.cases.models import (
@@ -255,7 +255,8 @@ class Ingester:
                                 ref.key, ident, ref.size, limit)
                     continue
                 plan.fetch.append(ref)
-            s.commit()  # oversize rows: recorded once, never moved
+            if s.new:
+                s.commit()  # oversize rows: recorded once, never moved
         plan.small = [r for r in plan.fetch if not self._streams(r)]
         return plan
 
@@ -298,9 +299,8 @@ class Ingester:
         crash_point("before_moved_commit")
         with self.sessions() as s:
             if move_ids:
-                stamp = now()
-                for row in s.scalars(select(Message).where(Message.id.in_(move_ids))):
-                    row.moved_at = stamp
+                s.execute(update(Message).where(Message.id.in_(move_ids))
+                          .values(moved_at=now()).execution_options(synchronize_session=False))
             if not self.is_maildir:
                 state = s.get(MailboxState, ident)
                 top = max(r.uid for r in plan.batch)

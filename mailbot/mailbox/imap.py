@@ -59,7 +59,7 @@ class ImapSource:
         timeout: float = 60.0,
         idle_renew_seconds: float = 540.0,
         poll_seconds: float = 60.0,
-        fetch_batch: int = 20,
+        fetch_batch: int = 50,
         fetch_batch_bytes: int = 32 * 1024 * 1024,
         sent_folder_name: str | None = None,
         use_idle: bool | None = None,
