@@ -113,3 +113,31 @@ def test_missing_archive_file_parks_after_max_attempts(maildir_env) -> None:
     reset, unknown, rep = reprocess(cfg, ["lost@example.cn", "<nobody@example.cn>"])
     assert reset == [lost.id] and unknown == ["<nobody@example.cn>"]
     assert rep.failed == 1 and rep.parked == [lost.id]  # still missing: parked again
+
+
+def test_parked_imap_message_is_found_again_in_the_processed_folder(tmp_path, db_url, engine,
+                                                                    dovecot_user) -> None:
+    """IMAP gives a moved message a new UID; parking finds it by Message-ID and size."""
+    from mailbot.daemon import Daemon
+
+    cfg = make_config(tmp_path, db_url, dovecot_user.url, max_attempts=1)
+    dovecot_user.append(make_mail(message_id="<park-me@example.cn>",
+                                  subject="厦门搁置有限公司+数字证书申办"))
+    dovecot_user.append(make_mail(message_id="<fine@example.cn>",
+                                  subject="厦门正常有限公司+数字证书申办"))
+    sessions = session_factory(engine)
+    daemon = Daemon(cfg, engine=engine)
+    daemon.source.open()
+    ingest(cfg, sessions, daemon.source)  # archived and moved to 已处理, not processed yet
+    assert dovecot_user.uids("INBOX") == [] and len(dovecot_user.uids("已处理")) == 2
+    bad = next(r for r in _rows(sessions) if r.message_id == "<park-me@example.cn>")
+    archive.archive_path(cfg.archive_dir, bad.sha256).write_bytes(b"damaged")
+    report = daemon.cycle()
+    daemon.close()
+    assert report.processing.parked == [bad.id] and report.processing.processed == 1
+    assert len(dovecot_user.uids("已处理")) == 1 and len(dovecot_user.uids("处理失败")) == 1
+    c = dovecot_user.client()
+    c.select_folder("处理失败", readonly=True)
+    uid = c.search("ALL")[0]
+    assert b"park-me@example.cn" in c.fetch([uid], ["BODY.PEEK[HEADER]"])[uid][b"BODY[HEADER]"]
+    c.logout()

@@ -90,6 +90,25 @@ def test_since_uid_and_batches(dovecot_user: DovecotUser, slept: Recorder) -> No
         assert [b for _r, b in src.fetch(src.list_messages())] == raws
 
 
+def test_long_selected_inbox_sees_new_mail(source: ImapSource,
+                                           dovecot_user: DovecotUser) -> None:
+    """The daemon keeps INBOX selected for hours: listing again must see what came since."""
+    first = dovecot_user.append(make_mail(body="first"))
+    assert [r.uid for r in source.list_messages()] == [first]
+    second = dovecot_user.append(make_mail(body="second"))  # another connection delivers
+    assert [r.uid for r in source.list_messages(since_uid=first)] == [second]
+
+
+def test_find_message_id(source: ImapSource, dovecot_user: DovecotUser) -> None:
+    mine, other = make_mail(body="find me"), make_mail(body="other")
+    mid = mine.split(b"Message-ID: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    uid = dovecot_user.append(mine, folder="已处理")
+    dovecot_user.append(other, folder="已处理")
+    assert [r.uid for r in source.find_message_id("已处理", mid)] == [uid]
+    assert source.find_message_id("已处理", "<nobody@example.cn>") == []
+    assert source.find_message_id("不存在", mid) == []
+
+
 def test_fetch_skips_vanished(source: ImapSource, dovecot_user: DovecotUser) -> None:
     dovecot_user.append(make_mail(body="a"))
     refs = source.list_messages()

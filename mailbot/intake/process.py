@@ -293,30 +293,41 @@ class Processor:
 
 def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSource,
                     row_ids: Iterable[int]) -> int:
-    """Move parked messages to the failed folder where we can still address them.
+    """Move parked messages to the failed folder, from wherever intake left them.
 
-    A message not yet moved is still in the inbox; a Maildir message keeps its key in the
-    processed folder. An IMAP message already in the processed folder has a UID we did not
-    learn, so it stays there (the database row is what counts).
+    Not yet moved: still in the inbox under its UID (or Maildir key). Moved to the processed
+    folder: a Maildir message keeps its key; an IMAP message got a new UID there, so it is
+    found again by its Message-ID (and size). One without a Message-ID stays where it is:
+    the database row is what counts.
     """
     from mailbot.mailbox.base import INBOX, MessageRef
 
     moved = 0
     maildir = source.identity.startswith("maildir:")
+    finder = getattr(source, "find_message_id", None)
+    if not source.supports_move():
+        return 0  # keyword mode: nothing can be moved; the row is parked all the same
     with sessions() as s:
         rows = list(s.scalars(select(Message).where(Message.id.in_(list(row_ids)),
                                                     Message.source == source.identity)))
         for row in rows:
-            if row.moved_at is None:
-                folder = INBOX
-            elif maildir and source.supports_move():
-                folder = cfg.intake.processed_folder
-            else:
-                continue
-            ref = MessageRef(uid=row.uid or 0, key=row.source_key or str(row.uid or ""),
-                             size=row.size, folder=folder)
             try:
-                source.move([ref], cfg.intake.failed_folder)
+                if row.moved_at is None:
+                    refs = [MessageRef(uid=row.uid or 0, key=row.source_key or str(row.uid or ""),
+                                       size=row.size, folder=INBOX)]
+                elif maildir:
+                    refs = [MessageRef(uid=0, key=row.source_key or "", size=row.size,
+                                       folder=cfg.intake.processed_folder)]
+                elif finder is not None and row.message_id:
+                    refs = [r for r in finder(cfg.intake.processed_folder, row.message_id)
+                            if r.size == row.size]
+                else:
+                    refs = []
+                if not refs:
+                    log.warning("parked row %s: not found in the mailbox; left where it is",
+                                row.id)
+                    continue
+                source.move(refs, cfg.intake.failed_folder)
                 row.moved_at = now()  # out of the inbox: intake must not move it again
                 moved += 1
             except Exception:  # noqa: BLE001 - the mailbox copy is a convenience for staff
@@ -324,4 +335,3 @@ def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSo
                             cfg.intake.failed_folder, exc_info=True)
         s.commit()
     return moved
-

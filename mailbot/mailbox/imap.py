@@ -299,6 +299,8 @@ class ImapSource:
     # -- listing ---------------------------------------------------------------------------
     def list_messages(self, since_uid: int = 0) -> list[MessageRef]:
         def op(client: IMAPClient) -> list[MessageRef]:
+            if self._selected == self.folder:
+                client.noop()  # a long-selected folder: let the server announce new mail first
             self._select(client, self.folder)
             # "UID n:*" always matches the last message, even below n: filter afterwards.
             uids = [u for u in client.search(["UID", f"{since_uid + 1}:*"]) if u > since_uid]
@@ -314,6 +316,18 @@ class ImapSource:
             return self._meta(client, folder, client.search("ALL"))
 
         return self._call(op, f"list {folder}")
+
+    def find_message_id(self, folder: str, message_id: str) -> list[MessageRef]:
+        """Messages in `folder` whose Message-ID header is `message_id` (e.g. to find a
+        message again after MOVE gave it a UID we did not learn)."""
+        def op(client: IMAPClient) -> list[MessageRef]:
+            if folder.upper() != INBOX and not client.folder_exists(folder):
+                return []
+            self._select(client, folder)
+            return self._meta(client, folder,
+                              client.search(["HEADER", "Message-ID", message_id]))
+
+        return self._call(op, f"search {folder}")
 
     def flagged(self, folder: str = INBOX) -> list[MessageRef]:
         def op(client: IMAPClient) -> list[MessageRef]:
