@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import os
 
 import pytest
 from sqlalchemy import select
@@ -19,7 +20,7 @@ from mailbot.daemon import reprocess
 from mailbot.db import session_factory
 from mailbot.intake import archive
 from mailbot.intake.ingest import ingest
-from mailbot.intake.process import Processor, park_in_mailbox
+from mailbot.intake.process import Processor, analyse_archived, park_in_mailbox
 from mailbot.mailbox.url import source_from_config
 from tests.intake_support import make_config, make_mail
 
@@ -141,3 +142,39 @@ def test_parked_imap_message_is_found_again_in_the_processed_folder(tmp_path, db
     uid = c.search("ALL")[0]
     assert b"park-me@example.cn" in c.fetch([uid], ["BODY.PEEK[HEADER]"])[uid][b"BODY[HEADER]"]
     c.logout()
+
+
+_ANALYSE = analyse_archived  # the real one, also in a worker that imports this module anew
+
+
+def _analyse_or_die(archive_dir: str, sha256: str, rules_dir: str):  # type: ignore[no-untyped-def]
+    """Stands in for the worker's analysis: a POISON message kills its worker outright, as an
+    out-of-memory kill or a crash in C code would."""
+    if b"POISON" in archive.load(archive_dir, sha256):
+        os._exit(1)
+    return _ANALYSE(archive_dir, sha256, rules_dir)
+
+
+def test_worker_killed_by_a_message_is_survived_and_the_message_parked(
+        maildir_env, monkeypatch) -> None:
+    from mailbot.intake import process
+
+    cfg, sessions, source, md = maildir_env
+    cfg.intake.max_attempts = 2
+    monkeypatch.setattr(process, "analyse_archived", _analyse_or_die)  # forked workers see it
+    md.add(make_mail(subject="厦门毒药有限公司+数字证书申办", body="POISON"))
+    for i in range(6):
+        md.add(make_mail(subject=f"厦门公司{i}+数字证书申办"))
+    ingest(cfg, sessions, source)
+    with Processor(cfg, sessions, workers=2) as proc:
+        for _ in range(8):  # passes of the daemon's cycles, one Processor as in run_forever
+            proc.report = process.ProcessReport()
+            proc.run_pending()
+            if not any(r.status == MESSAGE_ARCHIVED for r in _rows(sessions)):
+                break
+    rows = _rows(sessions)
+    poison = rows[0]
+    assert poison.status == MESSAGE_PARKED and "parse worker died while analysing this message" in poison.last_error
+    assert all(r.status == MESSAGE_PROCESSED for r in rows[1:])
+    with sessions() as s:
+        assert len(s.scalars(select(Case)).all()) == 6

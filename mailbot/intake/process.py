@@ -17,8 +17,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -73,6 +74,14 @@ def _worker_init() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+class _InFlight(NamedTuple):
+    """One submitted analysis: its row, its future, and the pool running it."""
+
+    row_id: int
+    sha256: str
+    future: cf.Future[Any]
+
+
 @dataclass
 class ProcessReport:
     processed: int = 0
@@ -100,7 +109,7 @@ class Processor:
         self.rules_dir = str(cfg.rules_dir)
         self._pool: cf.ProcessPoolExecutor | None = None
         # Submitted and not yet recorded, oldest first; guarded by _cond.
-        self._queue: deque[tuple[int, cf.Future[Any]]] = deque()
+        self._queue: deque[_InFlight] = deque()
         self._busy: set[int] = set()  # their row ids, until recorded
         self._cond = threading.Condition()
         self._recorder: threading.Thread | None = None
@@ -111,15 +120,35 @@ class Processor:
     # -- pool -------------------------------------------------------------------------------
     def _get_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            # fork: workers start at once with the analysis code already imported (below) and
-            # are our direct children (see _worker_init). They never touch the inherited
-            # database or IMAP sockets, and leave with os._exit, so nothing is closed twice.
-            import mailbot.intake.analyse  # noqa: F401
+            import mailbot.intake.analyse  # noqa: F401 - workers start with it imported
 
-            ctx = multiprocessing.get_context("fork")
+            if threading.active_count() == 1:
+                # fork: workers start at once and are our direct children (see _worker_init).
+                # They never touch the inherited database or IMAP sockets, and leave with
+                # os._exit, so nothing is closed twice.
+                ctx = multiprocessing.get_context("fork")
+            else:
+                # A fork would copy locks other threads hold (a pool replaced while the
+                # recorder runs): start workers from a clean single-threaded server instead.
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["mailbot.intake.analyse"])
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                                 initializer=_worker_init)
         return self._pool
+
+    def _pool_submit(self, row_id: int, sha: str) -> _InFlight:
+        """Submit one analysis; a pool broken by a dead worker is replaced first."""
+        pool = self._get_pool()
+        try:
+            return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir, sha,
+                                                      self.rules_dir))
+        except BrokenProcessPool:
+            log.warning("a parse worker died; starting a new pool")
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = self._get_pool()
+            return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir, sha,
+                                                      self.rules_dir))
 
     def close(self) -> None:
         """Stop the recorder (what it holds stays `archived` for the next run) and the pool."""
@@ -155,12 +184,10 @@ class Processor:
                 Message.id.in_(ids), Message.status == MESSAGE_ARCHIVED)).all()
         if not rows:
             return
-        pool = self._get_pool()  # forks the workers before the recorder thread exists
-        futures = [(row_id, pool.submit(analyse_archived, self.archive_dir, sha or "",
-                                        self.rules_dir)) for row_id, sha in sorted(rows)]
+        futures = [self._pool_submit(row_id, sha or "") for row_id, sha in sorted(rows)]
         with self._cond:
             self._queue.extend(futures)
-            self._busy.update(row_id for row_id, _ in futures)
+            self._busy.update(job.row_id for job in futures)
             self._cond.notify_all()
             if self._recorder is None:
                 self._recorder = threading.Thread(target=self._record_loop,
@@ -204,13 +231,13 @@ class Processor:
                     self._cond.wait()
                 if self._closing:
                     return
-                oldest = self._queue[0][1]
+                oldest = self._queue[0].future
             cf.wait([oldest])  # the oldest one holds up the others
             with self._cond:
                 if self._closing:
                     return
-                batch: list[tuple[int, cf.Future[Any]]] = []
-                while self._queue and len(batch) < RECORD_BATCH and self._queue[0][1].done():
+                batch: list[_InFlight] = []
+                while self._queue and len(batch) < RECORD_BATCH and self._queue[0].future.done():
                     batch.append(self._queue.popleft())
             try:
                 self._record(batch)
@@ -221,18 +248,24 @@ class Processor:
                     self._error = exc
             finally:
                 with self._cond:
-                    self._busy.difference_update(row_id for row_id, _ in batch)
+                    self._busy.difference_update(job.row_id for job in batch)
                     self._cond.notify_all()
 
     # -- recording --------------------------------------------------------------------------
-    def _record(self, results: list[tuple[int, cf.Future[Any]]]) -> None:
+    def _record(self, results: list[_InFlight]) -> None:
         ok: list[tuple[int, MessageFacts]] = []
-        for row_id, fut in results:
-            exc = fut.exception()
-            if exc is not None:
-                self._fail(row_id, exc)
+        broke: list[_InFlight] = []
+        for job in results:
+            exc = job.future.exception()
+            if isinstance(exc, BrokenProcessPool):
+                broke.append(job)
+            elif exc is not None:
+                self._fail(job.row_id, exc)
             else:
-                ok.append((row_id, fut.result()))
+                ok.append((job.row_id, job.future.result()))
+        if broke:
+            ok.extend(self._one_by_one(broke))
+            ok.sort(key=lambda item: item[0])  # case numbers still follow arrival
         if not ok:
             return
         try:
@@ -271,6 +304,39 @@ class Processor:
         return sum(1 for (row, facts), case in zip(todo, cases, strict=True)
                    if case is not None and before[row.id] is None
                    and facts.kind in ("new", "revoke"))
+
+    def _one_by_one(self, jobs: list[_InFlight]) -> list[tuple[int, MessageFacts]]:
+        """A worker died (killed, out of memory, a crash in C code) and took every analysis
+        in flight with it. Find out which message did it: each again, alone in a worker of
+        its own; the one whose worker dies again is charged the attempt, the others go on.
+        """
+        log.warning("a parse worker died; analysing the %d messages it took along one by one",
+                    len(jobs))
+        ok: list[tuple[int, MessageFacts]] = []
+        ctx = multiprocessing.get_context("forkserver")  # this thread is not the only one
+        ctx.set_forkserver_preload(["mailbot.intake.analyse"])
+        alone: cf.ProcessPoolExecutor | None = None
+        try:
+            for job in jobs:
+                if alone is None:
+                    alone = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx,
+                                                   initializer=_worker_init)
+                try:
+                    facts = alone.submit(analyse_archived, self.archive_dir, job.sha256,
+                                         self.rules_dir).result()
+                except BrokenProcessPool:
+                    alone.shutdown(wait=False)
+                    alone = None
+                    self._fail(job.row_id, RuntimeError(
+                        "the parse worker died while analysing this message"))
+                except Exception as exc:  # noqa: BLE001 - as for any failed analysis
+                    self._fail(job.row_id, exc)
+                else:
+                    ok.append((job.row_id, facts))
+        finally:
+            if alone is not None:
+                alone.shutdown(wait=True)
+        return ok
 
     def _fail(self, row_id: int, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"[:4000]
