@@ -279,6 +279,7 @@ def rss_child(args: argparse.Namespace) -> None:
     fresh_schema(cfg)
     daemon = Daemon(cfg)
     daemon.source.open()
+    daemon.processor.start()  # fork the workers before the sampling thread below exists
     me = psutil.Process()
     # ru_maxrss survives execve on Linux (it would show the bench parent's peak), so the
     # peak is VmHWM of this address space, reset to the current RSS right here.

@@ -136,6 +136,10 @@ class Processor:
                                                 initializer=_worker_init)
         return self._pool
 
+    def start(self) -> None:
+        """Start the parse workers now (by fork, while this process has one thread)."""
+        self._get_pool()
+
     def _pool_submit(self, row_id: int, sha: str) -> _InFlight:
         """Submit one analysis; a pool broken by a dead worker is replaced first."""
         pool = self._get_pool()
