@@ -52,6 +52,7 @@ class IntakeConfig:
     sweep_seconds: int = 3600
     fetch_batch: int = 50  # messages per fetch and commit (and at most ~16 MB of them)
     workers: int = 0  # 0: one parse process per core
+    analysis_timeout_seconds: int = 300  # one message's analysis; then its worker is stopped
 
 
 @dataclass

@@ -77,7 +77,7 @@ class Daemon:
         """Intake (pipelined into the parse pool), processing, parking, then the other jobs."""
         report = CycleReport()
         proc = self.processor
-        proc.report = ProcessReport()
+        proc.begin_cycle()
         proc.submit_pending()  # left over from a crash or a reprocess
         self.source.open()
         sweep = self.sweep_due() if full_sweep is None else full_sweep
@@ -87,8 +87,9 @@ class Daemon:
                                on_committed=proc.submit)
         proc.drain(block=True)
         report.processing = proc.report
-        if proc.report.parked:
-            park_in_mailbox(self.cfg, self.sessions, self.source, proc.report.parked)
+        parked = proc.take_parked()  # this cycle's, and any an interrupted cycle left
+        if parked:
+            park_in_mailbox(self.cfg, self.sessions, self.source, parked)
         for name, job in EXTRA_JOBS:
             try:
                 job(self)

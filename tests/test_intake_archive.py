@@ -60,3 +60,14 @@ def test_large_message_round_trip(tmp_path) -> None:
     big = os.urandom(3 * 1024 * 1024)
     sha, _ = archive.store(tmp_path, big)
     assert archive.load(tmp_path, sha) == big
+
+
+def test_archives_of_the_earlier_two_level_layout_are_read(tmp_path) -> None:
+    sha = archive.sha256_hex(RAW)
+    old = tmp_path / sha[:2] / sha[2:4] / f"{sha}.eml"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(RAW)
+    assert archive.load(tmp_path, sha) == RAW
+    old.write_bytes(RAW + b"x")
+    with pytest.raises(archive.ArchiveError, match="corrupt"):
+        archive.load(tmp_path, sha)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import threading
 
 import pytest
 from sqlalchemy import select
@@ -178,3 +179,78 @@ def test_worker_killed_by_a_message_is_survived_and_the_message_parked(
     assert all(r.status == MESSAGE_PROCESSED for r in rows[1:])
     with sessions() as s:
         assert len(s.scalars(select(Case)).all()) == 6
+
+
+def _analyse_or_hang(archive_dir: str, sha256: str, rules_dir: str):  # type: ignore[no-untyped-def]
+    """Stands in for the worker's analysis: a SLOW message never finishes."""
+    if b"SLOW" in archive.load(archive_dir, sha256):
+        threading.Event().wait()
+    return _ANALYSE(archive_dir, sha256, rules_dir)
+
+
+def test_analysis_that_never_ends_is_stopped_and_parked(maildir_env, monkeypatch) -> None:
+    from mailbot.intake import process
+
+    cfg, sessions, source, md = maildir_env
+    cfg.intake.max_attempts = 1
+    cfg.intake.analysis_timeout_seconds = 1
+    monkeypatch.setattr(process, "analyse_archived", _analyse_or_hang)
+    md.add(make_mail(subject="厦门挂起有限公司+数字证书申办", body="SLOW"))
+    for i in range(3):
+        md.add(make_mail(subject=f"厦门公司{i}+数字证书申办"))
+    ingest(cfg, sessions, source)
+    with Processor(cfg, sessions, workers=2) as proc:
+        report = proc.run_pending()
+        assert proc.take_parked() == [report.parked[0]] and proc.take_parked() == []
+    rows = _rows(sessions)
+    assert rows[0].status == MESSAGE_PARKED and "did not finish within 1 s" in rows[0].last_error
+    assert all(r.status == MESSAGE_PROCESSED for r in rows[1:]) and report.processed == 3
+
+
+def _die_on_start() -> None:
+    os._exit(3)
+
+
+def test_workers_that_cannot_start_charge_nobody(maildir_env, monkeypatch) -> None:
+    from mailbot.intake import process
+
+    cfg, sessions, source, md = maildir_env
+    monkeypatch.setattr(process, "_worker_init", _die_on_start)
+    for i in range(3):
+        md.add(make_mail(subject=f"厦门公司{i}+数字证书申办"))
+    ingest(cfg, sessions, source)
+    with Processor(cfg, sessions, workers=2) as proc, \
+            pytest.raises(RuntimeError, match="cannot start"):
+        proc.run_pending()
+    assert all(r.status == MESSAGE_ARCHIVED and r.attempts == 0 for r in _rows(sessions))
+
+
+def test_clash_with_another_audit_writer_is_retried_not_charged(maildir_env, monkeypatch,
+                                                                db_url) -> None:
+    """PostgreSQL: a staff command chains onto the audit head our batch has just read."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite writers take turns: the head is read under the write lock")
+    from mailbot.cases import audit
+
+    cfg, sessions, source, md = maildir_env
+    md.add(make_mail(subject="厦门冲突有限公司+数字证书申办"))
+    ingest(cfg, sessions, source)
+    real_head, clashes = audit._head, []
+
+    def head_then_someone_else_appends(session):  # type: ignore[no-untyped-def]
+        head = real_head(session)
+        if len(clashes) < 2 and session.info.get("clasher") is None:  # twice in a row
+            clashes.append(head)
+            with sessions() as other:
+                other.info["clasher"] = True
+                audit.append_audit(other, actor="张三", action="note", reason="meanwhile")
+                other.commit()
+        return head
+
+    monkeypatch.setattr(audit, "_head", head_then_someone_else_appends)
+    with Processor(cfg, sessions) as proc:
+        report = proc.run_pending()
+    assert len(clashes) == 2 and report.processed == 1 and report.failed == 0
+    with sessions() as s:
+        assert audit.verify_chain(s).ok
+        assert _rows(sessions)[0].attempts == 0

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import event, insert, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from mailbot.cases.audit import append_audit, append_audit_rows
 from mailbot.cases.models import (
@@ -52,6 +52,16 @@ class _Opening:
     findings: list[dict[str, object]]
 
 
+# session.info key: the counter rows this transaction has locked, by year.
+_COUNTERS = "mailbot.case_counters"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_counters(session: Session, _transaction: SessionTransaction) -> None:
+    """After a commit or rollback the counters must be read (and locked) again."""
+    session.info.pop(_COUNTERS, None)
+
+
 def format_ref(year: int, seq: int) -> str:
     return f"XM-{year:04d}-{seq:04d}"
 
@@ -63,7 +73,6 @@ class CaseStore:
                  required: dict[str, Iterable[str]] | None = None) -> None:
         self.session = session
         self.required = {k: tuple(v) for k, v in (required or REQUIRED_MATERIALS).items()}
-        self._counters: dict[int, CaseCounter] = {}  # locked counter rows, by year
         # Rows of record_many waiting to be written in bulk (see _write_pending).
         self._attachments: list[dict[str, object]] = []
         self._openings: list[_Opening] = []
@@ -75,15 +84,19 @@ class CaseStore:
         The row is read (and locked) once per transaction; later numbers are counted on it.
         """
         year = year or now().year
-        counter = self._counters.get(year)
+        counters: dict[int, CaseCounter] = self.session.info.setdefault(_COUNTERS, {})
+        counter = counters.get(year)
         if counter is None:
+            # Pending writes first: on SQLite they open the write transaction, so the read
+            # below happens under the write lock, not before it.
+            self.session.flush()
             counter = self.session.scalars(
                 select(CaseCounter).where(CaseCounter.year == year).with_for_update()
             ).first()
             if counter is None:
                 counter = CaseCounter(year=year, last_seq=0)
                 self.session.add(counter)
-            self._counters[year] = counter
+            counters[year] = counter
         counter.last_seq += 1
         return format_ref(year, counter.last_seq)
 

@@ -115,12 +115,18 @@ def sync_paths(paths: list[Path]) -> None:
 
 
 def load(archive_dir: str | Path, sha256: str, *, verify: bool = True) -> bytes:
-    """The archived bytes; raises ArchiveError when missing or (verify) not matching the hash."""
+    """The archived bytes; raises ArchiveError when missing or (verify) not matching the hash.
+
+    Archives written before the one-level layout (ab/cd/<sha256>.eml) are read too.
+    """
     path = archive_path(archive_dir, sha256)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ArchiveError(f"archived message {sha256} is missing ({path})") from exc
+    except FileNotFoundError:
+        try:
+            raw = (Path(archive_dir) / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}").read_bytes()
+        except FileNotFoundError as exc:
+            raise ArchiveError(f"archived message {sha256} is missing ({path})") from exc
     if verify and sha256_hex(raw) != sha256:
         raise ArchiveError(f"archived message {sha256} is corrupt ({path})")
     return raw

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.cases.models import (
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECORD_BATCH = 25  # results recorded per commit
+COMMIT_TRIES = 3  # attempts to commit a batch that clashes with another writer
+POLL_SECONDS = 1.0  # the recorder looks at the clock this often while it waits
+GRACE_SECONDS = 10.0  # after killing a pool, how long a future may take to learn of it
 
 
 def analyse_archived(archive_dir: str, sha256: str, rules_dir: str) -> MessageFacts:
@@ -55,6 +59,18 @@ def analyse_archived(archive_dir: str, sha256: str, rules_dir: str) -> MessageFa
     for att in facts.attachments:
         att.data = None  # the bytes stay in the archive; the store needs only the facts
     return facts
+
+
+def _workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
+    """Run a trivial task in `pool` (then shut it down): False when even that fails."""
+    try:
+        pool.submit(os.getpid).result(timeout=60)
+        return True
+    except Exception:  # noqa: BLE001 - broken pool, timeout: the workers do not run
+        log.error("a new parse worker could not run even a trivial task")
+        return False
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _worker_init() -> None:
@@ -80,6 +96,7 @@ class _InFlight(NamedTuple):
     row_id: int
     sha256: str
     future: cf.Future[Any]
+    pool: cf.ProcessPoolExecutor
 
 
 @dataclass
@@ -115,6 +132,8 @@ class Processor:
         self._recorder: threading.Thread | None = None
         self._closing = False
         self._error: BaseException | None = None
+        self._parked: list[int] = []  # parked, not yet moved to the failed folder
+        self.analysis_timeout = float(cfg.intake.analysis_timeout_seconds)
         self.report = ProcessReport()
 
     # -- pool -------------------------------------------------------------------------------
@@ -137,30 +156,47 @@ class Processor:
         return self._pool
 
     def start(self) -> None:
-        """Start the parse workers now (by fork, while this process has one thread)."""
-        self._get_pool()
+        """Start the parse workers now (a pool forks them on its first task only)."""
+        self._get_pool().submit(os.getpid).result()
 
     def _pool_submit(self, row_id: int, sha: str) -> _InFlight:
         """Submit one analysis; a pool broken by a dead worker is replaced first."""
         pool = self._get_pool()
         try:
             return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir, sha,
-                                                      self.rules_dir))
+                                                      self.rules_dir), pool)
         except BrokenProcessPool:
             log.warning("a parse worker died; starting a new pool")
             self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
             pool = self._get_pool()
             return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir, sha,
-                                                      self.rules_dir))
+                                                      self.rules_dir), pool)
+
+    @staticmethod
+    def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+        """Kill a pool's worker processes: the pool breaks and fails what it holds.
+
+        ProcessPoolExecutor names its processes only in `_processes` (stable since 3.2).
+        """
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            try:
+                proc.kill()
+            except (OSError, ValueError):
+                pass
 
     def close(self) -> None:
-        """Stop the recorder (what it holds stays `archived` for the next run) and the pool."""
+        """Stop the recorder and the pool; what is still in flight stays `archived` for the
+        next run (its workers are killed rather than waited for: one might never finish)."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+            in_flight = bool(self._busy)
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if in_flight:
+                self._kill_workers(self._pool)
+            self._pool.shutdown(wait=True)
             self._pool = None
         if self._recorder is not None:
             self._recorder.join()
@@ -210,7 +246,7 @@ class Processor:
 
     def drain(self, *, block: bool = True) -> None:
         """Wait until everything submitted is recorded (block=False: return at once; the
-        recorder thread records on its own)."""
+        recorder thread records on its own). Raises what stopped the recorder, if anything."""
         if not block:
             return
         with self._cond:
@@ -226,21 +262,54 @@ class Processor:
         self.drain(block=True)
         return self.report
 
+    def begin_cycle(self) -> None:
+        """A new report; an error of an earlier, already failed cycle is not raised again."""
+        with self._cond:
+            self.report = ProcessReport()
+            self._error = None
+
+    def take_parked(self) -> list[int]:
+        """Rows parked since the last call (whichever cycle parked them), for the mailbox."""
+        with self._cond:
+            parked, self._parked = self._parked, []
+        return parked
+
     def _record_loop(self) -> None:
         """Recorder thread: wait for the oldest analysis, record it with the ones ready
-        behind it (up to RECORD_BATCH per commit), repeat."""
+        behind it (up to RECORD_BATCH per commit), repeat.
+
+        An analysis still running after `analysis_timeout` seconds as the oldest gets its
+        pool's workers killed: the pool breaks, and `_one_by_one` finds the message that
+        hangs. Should a future of a dead pool never complete, it is taken as broken.
+        """
+        oldest_since: tuple[int, float] | None = None  # (id of the oldest job, since when)
+        killed: int | None = None  # id of the job whose workers were killed
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if self._closing:
                     return
-                oldest = self._queue[0].future
-            cf.wait([oldest])  # the oldest one holds up the others
+                oldest = self._queue[0]
+            if oldest_since is None or oldest_since[0] != id(oldest):
+                oldest_since = (id(oldest), time.monotonic())
+            cf.wait([oldest.future], timeout=min(POLL_SECONDS, self.analysis_timeout))
+            overdue = time.monotonic() - oldest_since[1] - self.analysis_timeout
             with self._cond:
                 if self._closing:
                     return
                 batch: list[_InFlight] = []
+                if not oldest.future.done():
+                    if overdue < 0:
+                        continue
+                    if overdue < GRACE_SECONDS:
+                        if killed != id(oldest):
+                            killed = id(oldest)
+                            log.warning("analysis of message row %s runs over %.0f s: stopping"
+                                        " its workers", oldest.row_id, self.analysis_timeout)
+                            self._kill_workers(oldest.pool)
+                        continue
+                    batch.append(self._queue.popleft())  # a dead pool's lost future
                 while self._queue and len(batch) < RECORD_BATCH and self._queue[0].future.done():
                     batch.append(self._queue.popleft())
             try:
@@ -260,6 +329,9 @@ class Processor:
         ok: list[tuple[int, MessageFacts]] = []
         broke: list[_InFlight] = []
         for job in results:
+            if not job.future.done():  # its pool died without telling it
+                broke.append(job)
+                continue
             exc = job.future.exception()
             if isinstance(exc, BrokenProcessPool):
                 broke.append(job)
@@ -273,10 +345,7 @@ class Processor:
         if not ok:
             return
         try:
-            with self.sessions() as s:
-                opened = self._store(s, ok)
-                crash_point("during_processing")
-                s.commit()
+            opened = self._commit(ok)
             self.report.processed += len(ok)
             self.report.cases_opened += opened
         except Exception:  # noqa: BLE001 - find the one that fails, keep the others
@@ -284,13 +353,28 @@ class Processor:
                         exc_info=True)
             for row_id, facts in ok:
                 try:
-                    with self.sessions() as s:
-                        opened = self._store(s, [(row_id, facts)])
-                        s.commit()
+                    opened = self._commit([(row_id, facts)])
                     self.report.processed += 1
                     self.report.cases_opened += opened
                 except Exception as exc:  # noqa: BLE001
                     self._fail(row_id, exc)
+
+    def _commit(self, items: list[tuple[int, MessageFacts]]) -> int:
+        """Record and commit; a unique-key clash with another writer (a staff command
+        chaining onto the same audit row, a case number taken meanwhile) is no fault of
+        these messages: read the database again and retry, a few times."""
+        for attempt in range(1, COMMIT_TRIES + 1):
+            try:
+                with self.sessions() as s:
+                    opened = self._store(s, items)
+                    crash_point("during_processing")
+                    s.commit()
+                return opened
+            except IntegrityError:
+                if attempt == COMMIT_TRIES:
+                    raise
+                log.info("recording clashed with another writer; again (%d)", attempt)
+        raise AssertionError("unreachable")
 
     def _store(self, s: Session, items: list[tuple[int, MessageFacts]]) -> int:
         rows = {m.id: m for m in s.scalars(
@@ -310,29 +394,42 @@ class Processor:
                    and facts.kind in ("new", "revoke"))
 
     def _one_by_one(self, jobs: list[_InFlight]) -> list[tuple[int, MessageFacts]]:
-        """A worker died (killed, out of memory, a crash in C code) and took every analysis
-        in flight with it. Find out which message did it: each again, alone in a worker of
-        its own; the one whose worker dies again is charged the attempt, the others go on.
+        """A worker died (killed, out of memory, a crash in C code, stopped for running too
+        long) and took every analysis in flight with it. Find out which message did it:
+        each again, alone in a worker of its own; the one whose worker dies (or runs over
+        the time limit) again is charged the attempt, the others go on. If even a trivial
+        task cannot run, workers cannot start at all: nobody is charged, and the error
+        stops this pass.
         """
         log.warning("a parse worker died; analysing the %d messages it took along one by one",
                     len(jobs))
         ok: list[tuple[int, MessageFacts]] = []
         ctx = multiprocessing.get_context("forkserver")  # this thread is not the only one
         ctx.set_forkserver_preload(["mailbot.intake.analyse"])
+
+        def lone() -> cf.ProcessPoolExecutor:
+            return cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx,
+                                          initializer=_worker_init)
+
         alone: cf.ProcessPoolExecutor | None = None
         try:
             for job in jobs:
-                if alone is None:
-                    alone = cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx,
-                                                   initializer=_worker_init)
+                alone = alone or lone()
+                fut = alone.submit(analyse_archived, self.archive_dir, job.sha256,
+                                   self.rules_dir)
                 try:
-                    facts = alone.submit(analyse_archived, self.archive_dir, job.sha256,
-                                         self.rules_dir).result()
-                except BrokenProcessPool:
-                    alone.shutdown(wait=False)
+                    facts = fut.result(timeout=self.analysis_timeout)
+                except (BrokenProcessPool, cf.TimeoutError) as exc:
+                    self._kill_workers(alone)
+                    alone.shutdown(wait=False, cancel_futures=True)
                     alone = None
+                    if not _workers_can_start(lone()):
+                        raise RuntimeError("parse workers cannot start; nothing charged") \
+                            from exc
+                    why = (f"did not finish within {self.analysis_timeout:.0f} s"
+                           if isinstance(exc, cf.TimeoutError) else "died")
                     self._fail(job.row_id, RuntimeError(
-                        "the parse worker died while analysing this message"))
+                        f"the parse worker {why} while analysing this message"))
                 except Exception as exc:  # noqa: BLE001 - as for any failed analysis
                     self._fail(job.row_id, exc)
                 else:
@@ -356,6 +453,8 @@ class Processor:
             if row.attempts >= self.cfg.intake.max_attempts:
                 row.status = MESSAGE_PARKED
                 self.report.parked.append(row_id)
+                with self._cond:
+                    self._parked.append(row_id)
                 log.error("message row %s parked after %d attempts / 邮件处理失败已搁置"
                           " (mailbot reprocess %s)", row_id, row.attempts, row_id)
             s.commit()
