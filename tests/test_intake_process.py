@@ -254,3 +254,18 @@ def test_clash_with_another_audit_writer_is_retried_not_charged(maildir_env, mon
     with sessions() as s:
         assert audit.verify_chain(s).ok
         assert _rows(sessions)[0].attempts == 0
+
+
+def test_closing_with_an_analysis_in_flight_does_not_wait_for_it(maildir_env,
+                                                                monkeypatch) -> None:
+    """Stopping the daemon must not hang on a worker that never finishes; the row waits."""
+    from mailbot.intake import process
+
+    cfg, sessions, source, md = maildir_env
+    monkeypatch.setattr(process, "analyse_archived", _analyse_or_hang)
+    md.add(make_mail(subject="厦门挂起有限公司+数字证书申办", body="SLOW"))
+    ingest(cfg, sessions, source)
+    proc = Processor(cfg, sessions, workers=1)
+    proc.submit_pending()
+    proc.close()  # the analysis runs on (time limit 300 s): close kills the worker
+    assert [(r.status, r.attempts) for r in _rows(sessions)] == [(MESSAGE_ARCHIVED, 0)]

@@ -193,10 +193,9 @@ class Processor:
             self._cond.notify_all()
             in_flight = bool(self._busy)
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
             if in_flight:
-                self._kill_workers(self._pool)
-            self._pool.shutdown(wait=True)
+                self._kill_workers(self._pool)  # before shutdown, which forgets the processes
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._recorder is not None:
             self._recorder.join()
