@@ -100,3 +100,32 @@ def test_reject_finding_keeps_case_incomplete(session, frozen_clock) -> None:
     store.record_facts(_message(session, 2), fixed)
     session.commit()
     assert case.state == "awaiting_confirmation"
+
+
+def test_a_batch_reads_counter_and_audit_head_once_per_transaction(session, engine,
+                                                                   frozen_clock) -> None:
+    """Numbers and the audit chain are read (and locked) once per transaction, not per case;
+    a commit makes the next batch read them again."""
+    from sqlalchemy import event
+
+    reads: list[str] = []
+
+    def count(_conn, _cur, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and (
+                "case_counters" in statement or "audit_log" in statement):
+            reads.append("counter" if "case_counters" in statement else "head")
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for batch in range(2):
+            items = [(_message(session, 10 * batch + n),
+                      MessageFacts(kind="new", company=f"厦门{n}"))
+                     for n in range(5)]
+            cases = CaseStore(session).record_many(items)
+            session.commit()
+            assert sorted(reads) == ["counter", "head"]
+            reads.clear()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [c.ref for c in cases] == [f"XM-2026-{n:04d}" for n in range(6, 11)]
+    assert verify_chain(session).ok

@@ -96,9 +96,10 @@ def append_audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_head(session: Session, _transaction: SessionTransaction) -> None:
+def _forget_head(session: Session, transaction: SessionTransaction) -> None:
     """A commit lets other writers in and a rollback drops our rows: read the head anew."""
-    session.info.pop(_HEAD, None)
+    if transaction.parent is None or transaction.nested:  # not a flush's inner one
+        session.info.pop(_HEAD, None)
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,10 @@ _COUNTERS = "mailbot.case_counters"
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_counters(session: Session, _transaction: SessionTransaction) -> None:
+def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
     """After a commit or rollback the counters must be read (and locked) again."""
-    session.info.pop(_COUNTERS, None)
+    if transaction.parent is None or transaction.nested:  # not a flush's inner one
+        session.info.pop(_COUNTERS, None)
 
 
 def format_ref(year: int, seq: int) -> str:
@@ -137,6 +138,8 @@ class CaseStore:
 
     def _mark_processed(self, message: Message, facts: MessageFacts) -> None:
         message.kind = facts.kind
+        if facts.subject:
+            message.subject = facts.subject  # fully decoded, where intake had only the header
         message.facts = facts.to_inspect_json()
         message.status = MESSAGE_PROCESSED
         message.processed_at = now()

@@ -383,8 +383,6 @@ class Processor:
             row = rows.get(row_id)
             if row is None or row.status != MESSAGE_ARCHIVED:
                 continue  # recorded meanwhile (another pass) or reset by staff
-            if facts.subject:
-                row.subject = facts.subject
             todo.append((row, facts))
         before = {row.id: row.case_id for row, _ in todo}
         cases = CaseStore(s).record_many(todo)
