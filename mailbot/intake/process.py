@@ -281,8 +281,8 @@ class Processor:
         pool's workers killed: the pool breaks, and `_one_by_one` finds the message that
         hangs. Should a future of a dead pool never complete, it is taken as broken.
         """
-        oldest_since: tuple[int, float] | None = None  # (id of the oldest job, since when)
-        killed: int | None = None  # id of the job whose workers were killed
+        oldest_since: tuple[_InFlight, float] | None = None  # (the oldest job, since when)
+        killed: _InFlight | None = None  # the job whose workers were killed
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
@@ -290,8 +290,8 @@ class Processor:
                 if self._closing:
                     return
                 oldest = self._queue[0]
-            if oldest_since is None or oldest_since[0] != id(oldest):
-                oldest_since = (id(oldest), time.monotonic())
+            if oldest_since is None or oldest_since[0] is not oldest:
+                oldest_since = (oldest, time.monotonic())
             cf.wait([oldest.future], timeout=min(POLL_SECONDS, self.analysis_timeout))
             overdue = time.monotonic() - oldest_since[1] - self.analysis_timeout
             with self._cond:
@@ -302,8 +302,8 @@ class Processor:
                     if overdue < 0:
                         continue
                     if overdue < GRACE_SECONDS:
-                        if killed != id(oldest):
-                            killed = id(oldest)
+                        if killed is not oldest:
+                            killed = oldest
                             log.warning("analysis of message row %s runs over %.0f s: stopping"
                                         " its workers", oldest.row_id, self.analysis_timeout)
                             self._kill_workers(oldest.pool)
