@@ -89,7 +89,12 @@ class Daemon:
         report.processing = proc.report
         parked = proc.take_parked()  # this cycle's, and any an interrupted cycle left
         if parked:
-            park_in_mailbox(self.cfg, self.sessions, self.source, parked)
+            try:
+                _, again = park_in_mailbox(self.cfg, self.sessions, self.source, parked)
+            except Exception:
+                proc.return_parked(parked)  # e.g. the database is gone: next cycle
+                raise
+            proc.return_parked(again)
         for name, job in EXTRA_JOBS:
             try:
                 job(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mailbox
 import os
 import threading
+import time
 
 import pytest
 from sqlalchemy import select
@@ -89,7 +90,7 @@ def test_failing_message_is_parked_and_never_blocks_the_others(maildir_env) -> N
     # Parked: nothing more happens to it, and staff find it in the failed folder.
     with Processor(cfg, sessions) as proc:
         assert proc.run_pending().failed == 0
-    assert park_in_mailbox(cfg, sessions, source, [bad.id]) == 1
+    assert park_in_mailbox(cfg, sessions, source, [bad.id]) == (1, [])
     assert len(md.get_folder(cfg.intake.failed_folder).keys()) == 1
     assert len(md.get_folder(cfg.intake.processed_folder).keys()) == 2
     # Repaired, then `reprocess` turns it into its case.
@@ -269,3 +270,72 @@ def test_closing_with_an_analysis_in_flight_does_not_wait_for_it(maildir_env,
     proc.submit_pending()
     proc.close()  # the analysis runs on (time limit 300 s): close kills the worker
     assert [(r.status, r.attempts) for r in _rows(sessions)] == [(MESSAGE_ARCHIVED, 0)]
+
+
+def _analyse_die_or_hang(archive_dir: str, sha256: str, rules_dir: str):  # type: ignore[no-untyped-def]
+    raw = archive.load(archive_dir, sha256)
+    if b"POISON" in raw:
+        os._exit(1)
+    if b"SLOW" in raw:
+        threading.Event().wait()
+    return _ANALYSE(archive_dir, sha256, rules_dir)
+
+
+def _wait_for(condition, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_closing_during_the_one_by_one_search_charges_nobody_else(maildir_env,
+                                                                  monkeypatch) -> None:
+    """A worker died; while the messages it held are re-analysed one by one (one of them
+    hangs), the daemon is stopped: close returns at once and the hanging one is not charged."""
+    from mailbot.intake import process
+
+    cfg, sessions, source, md = maildir_env
+    monkeypatch.setattr(process, "analyse_archived", _analyse_die_or_hang)
+    md.add(make_mail(subject="厦门毒药有限公司+数字证书申办", body="POISON"))
+    md.add(make_mail(subject="厦门挂起有限公司+数字证书申办", body="SLOW"))
+    ingest(cfg, sessions, source)
+    proc = Processor(cfg, sessions, workers=1)
+    proc.submit_pending()
+    _wait_for(lambda: _rows(sessions)[0].attempts == 1)  # the killer found and charged
+    proc.close()
+    poison, slow = _rows(sessions)
+    assert "died while analysing" in poison.last_error
+    assert (slow.status, slow.attempts) == (MESSAGE_ARCHIVED, 0)
+
+
+def test_two_passes_at_once_record_a_message_once(maildir_env, monkeypatch) -> None:
+    """The daemon and `mailbot reprocess` recording the same row at the same moment."""
+    from mailbot.intake import process
+
+    cfg, sessions, source, md = maildir_env
+    md.add(make_mail(subject="厦门并发有限公司+数字证书申办"))
+    ingest(cfg, sessions, source)
+    row = _rows(sessions)[0]
+    facts = analyse_archived(str(cfg.archive_dir), row.sha256, str(cfg.rules_dir))
+    first_inside, release = threading.Event(), threading.Event()
+
+    def hold_first(name: str) -> None:  # the first pass stops just before its commit
+        if name == "during_processing" and not first_inside.is_set():
+            first_inside.set()
+            release.wait(30)
+
+    monkeypatch.setattr(process, "crash_point", hold_first)
+    opened: list[int] = []
+    one, two = Processor(cfg, sessions), Processor(cfg, sessions)
+    t1 = threading.Thread(target=lambda: opened.append(one._commit([(row.id, facts)])))
+    t1.start()
+    assert first_inside.wait(30)
+    t2 = threading.Thread(target=lambda: opened.append(two._commit([(row.id, facts)])))
+    t2.start()
+    time.sleep(0.3)  # let the second pass reach the row while the first holds it
+    release.set()
+    t1.join(60)
+    t2.join(60)
+    assert sorted(opened) == [0, 1]
+    with sessions() as s:
+        assert len(s.scalars(select(Case)).all()) == 1

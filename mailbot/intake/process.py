@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,6 +61,21 @@ def analyse_archived(archive_dir: str, sha256: str, rules_dir: str) -> MessageFa
     return facts
 
 
+def _claim(s: Session, row_ids: list[int]) -> list[int]:
+    """Of these rows, the ones still `archived`, locked for this transaction.
+
+    An UPDATE, not a SELECT: on PostgreSQL it waits for a concurrent pass (the daemon and
+    `mailbot reprocess` at the same moment) and then sees its outcome; on SQLite it takes
+    the write lock first, so the check reads the latest commit. No row is recorded twice.
+    """
+    if not row_ids:
+        return []
+    return list(s.scalars(
+        update(Message).where(Message.id.in_(row_ids), Message.status == MESSAGE_ARCHIVED)
+        .values(attempts=Message.attempts).returning(Message.id)
+        .execution_options(synchronize_session=False)))
+
+
 def _workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
     """Run a trivial task in `pool` (then shut it down): False when even that fails."""
     try:
@@ -70,6 +85,7 @@ def _workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
         log.error("a new parse worker could not run even a trivial task")
         return False
     finally:
+        Processor._kill_workers(pool)  # a probe that hangs must not hold its worker
         pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -133,6 +149,7 @@ class Processor:
         self._closing = False
         self._error: BaseException | None = None
         self._parked: list[int] = []  # parked, not yet moved to the failed folder
+        self._alone: cf.ProcessPoolExecutor | None = None  # see _one_by_one
         self.analysis_timeout = float(cfg.intake.analysis_timeout_seconds)
         self.report = ProcessReport()
 
@@ -192,6 +209,8 @@ class Processor:
             self._closing = True
             self._cond.notify_all()
             in_flight = bool(self._busy)
+            if self._alone is not None:
+                self._kill_workers(self._alone)  # a re-analysis one by one
         if self._pool is not None:
             if in_flight:
                 self._kill_workers(self._pool)  # before shutdown, which forgets the processes
@@ -273,6 +292,11 @@ class Processor:
             parked, self._parked = self._parked, []
         return parked
 
+    def return_parked(self, row_ids: Iterable[int]) -> None:
+        """Rows the mailbox step could not move this time: offered again next cycle."""
+        with self._cond:
+            self._parked.extend(row_ids)
+
     def _record_loop(self) -> None:
         """Recorder thread: wait for the oldest analysis, record it with the ones ready
         behind it (up to RECORD_BATCH per commit), repeat.
@@ -328,6 +352,8 @@ class Processor:
         ok: list[tuple[int, MessageFacts]] = []
         broke: list[_InFlight] = []
         for job in results:
+            if job.future.cancelled():
+                continue  # closing: the row stays `archived` for the next run, uncharged
             if not job.future.done():  # its pool died without telling it
                 broke.append(job)
                 continue
@@ -376,13 +402,13 @@ class Processor:
         raise AssertionError("unreachable")
 
     def _store(self, s: Session, items: list[tuple[int, MessageFacts]]) -> int:
-        rows = {m.id: m for m in s.scalars(
-            select(Message).where(Message.id.in_([i for i, _ in items])))}
+        claimed = _claim(s, [i for i, _ in items])
+        rows = {m.id: m for m in s.scalars(select(Message).where(Message.id.in_(claimed)))}
         todo: list[tuple[Message, MessageFacts]] = []
         for row_id, facts in items:
             row = rows.get(row_id)
-            if row is None or row.status != MESSAGE_ARCHIVED:
-                continue  # recorded meanwhile (another pass) or reset by staff
+            if row is None:
+                continue  # recorded meanwhile (another pass, `mailbot reprocess`) or reset
             todo.append((row, facts))
         before = {row.id: row.case_id for row, _ in todo}
         cases = CaseStore(s).record_many(todo)
@@ -411,18 +437,25 @@ class Processor:
         alone: cf.ProcessPoolExecutor | None = None
         try:
             for job in jobs:
-                alone = alone or lone()
-                fut = alone.submit(analyse_archived, self.archive_dir, job.sha256,
-                                   self.rules_dir)
                 try:
+                    with self._cond:  # submitted under the lock: close() kills what starts
+                        if self._closing:
+                            break  # the rest stay `archived`, uncharged
+                        alone = self._alone = alone or lone()
+                        fut = alone.submit(analyse_archived, self.archive_dir, job.sha256,
+                                           self.rules_dir)
                     facts = fut.result(timeout=self.analysis_timeout)
                 except (BrokenProcessPool, cf.TimeoutError) as exc:
                     self._kill_workers(alone)
                     alone.shutdown(wait=False, cancel_futures=True)
-                    alone = None
-                    if not _workers_can_start(lone()):
+                    with self._cond:
+                        if self._closing:
+                            break  # killed by close(), not by this message
+                        alone = self._alone = lone()  # a probe first
+                    if not _workers_can_start(alone):
                         raise RuntimeError("parse workers cannot start; nothing charged") \
                             from exc
+                    alone = None
                     why = (f"did not finish within {self.analysis_timeout:.0f} s"
                            if isinstance(exc, cf.TimeoutError) else "died")
                     self._fail(job.row_id, RuntimeError(
@@ -432,6 +465,8 @@ class Processor:
                 else:
                     ok.append((job.row_id, facts))
         finally:
+            with self._cond:
+                self._alone = None
             if alone is not None:
                 alone.shutdown(wait=True)
         return ok
@@ -441,40 +476,46 @@ class Processor:
         log.warning("processing message row %s failed: %s", row_id, text)
         self.report.failed += 1
         with self.sessions() as s:
+            if not _claim(s, [row_id]):
+                return  # recorded meanwhile by another pass: nothing to charge
             row = s.get(Message, row_id)
-            if row is None:
-                return
+            assert row is not None
             row.attempts = (row.attempts or 0) + 1
             row.last_error = text
             s.add(ProcessingFailure(message_row_id=row_id, error=text))
-            if row.attempts >= self.cfg.intake.max_attempts:
+            parked = row.attempts >= self.cfg.intake.max_attempts
+            if parked:
                 row.status = MESSAGE_PARKED
-                self.report.parked.append(row_id)
-                with self._cond:
-                    self._parked.append(row_id)
-                log.error("message row %s parked after %d attempts / 邮件处理失败已搁置"
-                          " (mailbot reprocess %s)", row_id, row.attempts, row_id)
+            attempts = row.attempts
             s.commit()
+        if parked:
+            self.report.parked.append(row_id)
+            with self._cond:
+                self._parked.append(row_id)
+            log.error("message row %s parked after %d attempts / 邮件处理失败已搁置"
+                      " (mailbot reprocess %s)", row_id, attempts, row_id)
 
 
 def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSource,
-                    row_ids: Iterable[int]) -> int:
+                    row_ids: Iterable[int]) -> tuple[int, list[int]]:
     """Move parked messages to the failed folder, from wherever intake left them.
 
     Not yet moved: still in the inbox under its UID (or Maildir key). Moved to the processed
     folder: a Maildir message keeps its key; an IMAP message got a new UID there, so it is
     found again by its Message-ID (and size). One without a Message-ID stays where it is:
-    the database row is what counts.
+    the database row is what counts. Returns (how many moved, rows to try again later: the
+    mailbox failed them this time).
     """
     from mailbot.mailbox.base import INBOX, MessageRef
 
-    moved = 0
+    moved, again = 0, []
     maildir = source.identity.startswith("maildir:")
     finder = getattr(source, "find_message_id", None)
     if not source.supports_move():
-        return 0  # keyword mode: nothing can be moved; the row is parked all the same
+        return 0, []  # keyword mode: nothing can be moved; the row is parked all the same
     with sessions() as s:
         rows = list(s.scalars(select(Message).where(Message.id.in_(list(row_ids)),
+                                                    Message.status == MESSAGE_PARKED,
                                                     Message.source == source.identity)))
         for row in rows:
             try:
@@ -497,7 +538,8 @@ def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSo
                 row.moved_at = now()  # out of the inbox: intake must not move it again
                 moved += 1
             except Exception:  # noqa: BLE001 - the mailbox copy is a convenience for staff
-                log.warning("could not move parked row %s to %s", row.id,
-                            cfg.intake.failed_folder, exc_info=True)
+                log.warning("could not move parked row %s to %s; trying again next cycle",
+                            row.id, cfg.intake.failed_folder, exc_info=True)
+                again.append(row.id)
         s.commit()
-    return moved
+    return moved, again
