@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -90,12 +91,16 @@ def _workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
 
 
 def _worker_init() -> None:
-    """Leave as soon as the daemon is gone.
+    """Ignore stop signals, and leave as soon as the daemon is gone.
 
-    A killed daemon (SIGKILL, OOM) cannot tell its pool to stop and a worker waiting for work
-    never notices on its own; the worker is a direct child, so its parent id changes when the
-    daemon dies: that is the sign to go.
+    SIGTERM or SIGINT sent to the whole process group (systemd, Ctrl-C) is the daemon's to
+    handle: it finishes the current step and then stops its workers. A killed daemon
+    (SIGKILL, OOM) cannot tell its pool to stop and a worker waiting for work never notices
+    on its own; the worker's parent (the daemon, or the forkserver, which leaves with it)
+    changes when the daemon dies: that is the sign to go.
     """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
 
     def watch() -> None:
