@@ -85,7 +85,7 @@ class Daemon:
         # thread turns the results into cases while intake goes on with the next batch.
         report.intake = ingest(self.cfg, self.sessions, self.source, full_sweep=sweep,
                                on_committed=proc.submit)
-        proc.drain(block=True)
+        proc.drain()
         report.processing = proc.report
         parked = proc.take_parked()  # this cycle's, and any an interrupted cycle left
         if parked:
@@ -211,7 +211,7 @@ def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
     if reset:
         with Processor(cfg, sessions) as proc:
             proc.submit(reset)
-            proc.drain(block=True)
+            proc.drain()
             report = proc.report
     if engine is None:
         eng.dispose()

@@ -163,10 +163,9 @@ class CaseStore:
         findings = [self._finding_row(message.id, f.code, f.severity, f.detail, f.facts, at)
                     for f in facts.findings if f.code != "missing_material"]
         present = {m for a in facts.attachments for m in a.materials}
-        findings.extend(self._finding_row(None, "missing_material", "missing",
-                                          f"required material missing: {m}",
-                                          {"material": m}, at)
-                        for m in self.required.get(case.kind, ()) if m not in present)
+        findings.extend(self._finding_row(None, f.code, f.severity, f.detail, f.facts, at)
+                        for f in (_missing(m) for m in self.required.get(case.kind, ())
+                                  if m not in present))
         if any(f["severity"] in BLOCKING for f in findings):
             case.state = "incomplete"
         else:
@@ -272,10 +271,9 @@ class CaseStore:
                 f.resolved_at = now()
         for material in missing:
             if material not in open_missing:
-                case.findings.append(CaseFinding(
-                    code="missing_material", severity="missing",
-                    detail=f"required material missing: {material}",
-                    facts={"material": material}))
+                f = _missing(material)
+                case.findings.append(CaseFinding(code=f.code, severity=f.severity,
+                                                 detail=f.detail, facts=f.facts))
         blocking = any(f.severity in BLOCKING for f in self._open_findings(case))
         return "incomplete" if blocking else "awaiting_confirmation"
 
@@ -291,6 +289,12 @@ class CaseStore:
         """Sync missing-material findings with all the case's files, then incomplete vs ready."""
         self.session.flush()  # this message's files count too
         self._move_state(case, self._sync_missing(case, self.missing_materials(case)), actor)
+
+
+def _missing(material: str) -> Finding:
+    """The case-level finding for one required material that no message has brought."""
+    return Finding("missing_material", "missing", f"required material missing: {material}",
+                   {"material": material})
 
 
 def _jsonable(facts: object) -> dict[str, object]:

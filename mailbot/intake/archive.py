@@ -35,12 +35,21 @@ def archive_path(archive_dir: str | Path, sha256: str) -> Path:
     return Path(archive_dir) / relative_path(sha256)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _legacy_path(archive_dir: str | Path, sha256: str) -> Path:
+    """Where archives before the one-level layout kept a message: ab/cd/<sha256>.eml."""
+    return Path(archive_dir) / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}"
+
+
+def _fsync(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def store(archive_dir: str | Path, raw: bytes, sha256: str | None = None,
@@ -83,14 +92,6 @@ def write_once(archive_dir: str | Path, raw: bytes, sha256: str,
     return target, True
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def sync_paths(paths: list[Path]) -> None:
     """fsync files written with durable=False and their folders (before the DB commit).
 
@@ -104,13 +105,8 @@ def sync_paths(paths: list[Path]) -> None:
     folders: set[Path] = set()
     for p in paths:
         folders.update((p.parent, p.parent.parent))
-    if len(paths) == 1:
-        _fsync_file(paths[0])
-        for folder in folders:
-            _fsync_dir(folder)
-        return
     with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(paths))) as pool:
-        list(pool.map(_fsync_file, paths))
+        list(pool.map(_fsync, paths))
         list(pool.map(_fsync_dir, folders))
 
 
@@ -124,7 +120,7 @@ def load(archive_dir: str | Path, sha256: str, *, verify: bool = True) -> bytes:
         raw = path.read_bytes()
     except FileNotFoundError:
         try:
-            raw = (Path(archive_dir) / sha256[:2] / sha256[2:4] / f"{sha256}{SUFFIX}").read_bytes()
+            raw = _legacy_path(archive_dir, sha256).read_bytes()
         except FileNotFoundError as exc:
             raise ArchiveError(f"archived message {sha256} is missing ({path})") from exc
     if verify and sha256_hex(raw) != sha256:

@@ -77,6 +77,25 @@ def _claim(s: Session, row_ids: list[int]) -> list[int]:
         .execution_options(synchronize_session=False)))
 
 
+def _forkserver() -> Any:
+    """A start method safe while other threads run: workers fork from a clean server."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["mailbot.intake.analyse"])
+    return ctx
+
+
+def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Kill a pool's worker processes: the pool breaks and fails what it holds.
+
+    ProcessPoolExecutor names its processes only in `_processes` (stable since 3.2).
+    """
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            proc.kill()
+        except (OSError, ValueError):
+            pass
+
+
 def _workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
     """Run a trivial task in `pool` (then shut it down): False when even that fails."""
     try:
@@ -86,7 +105,7 @@ def _workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
         log.error("a new parse worker could not run even a trivial task")
         return False
     finally:
-        Processor._kill_workers(pool)  # a probe that hangs must not hold its worker
+        _kill_workers(pool)  # a probe that hangs must not hold its worker
         pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -170,9 +189,8 @@ class Processor:
                 ctx = multiprocessing.get_context("fork")
             else:
                 # A fork would copy locks other threads hold (a pool replaced while the
-                # recorder runs): start workers from a clean single-threaded server instead.
-                ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["mailbot.intake.analyse"])
+                # recorder runs).
+                ctx = _forkserver()
             self._pool = cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
                                                 initializer=_worker_init)
         return self._pool
@@ -183,29 +201,16 @@ class Processor:
 
     def _pool_submit(self, row_id: int, sha: str) -> _InFlight:
         """Submit one analysis; a pool broken by a dead worker is replaced first."""
-        pool = self._get_pool()
-        try:
-            return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir, sha,
-                                                      self.rules_dir), pool)
-        except BrokenProcessPool:
-            log.warning("a parse worker died; starting a new pool")
-            self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
+        for _ in range(2):
             pool = self._get_pool()
-            return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir, sha,
-                                                      self.rules_dir), pool)
-
-    @staticmethod
-    def _kill_workers(pool: cf.ProcessPoolExecutor) -> None:
-        """Kill a pool's worker processes: the pool breaks and fails what it holds.
-
-        ProcessPoolExecutor names its processes only in `_processes` (stable since 3.2).
-        """
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):
             try:
-                proc.kill()
-            except (OSError, ValueError):
-                pass
+                return _InFlight(row_id, sha, pool.submit(analyse_archived, self.archive_dir,
+                                                          sha, self.rules_dir), pool)
+            except BrokenProcessPool:
+                log.warning("a parse worker died; starting a new pool")
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+        raise BrokenProcessPool("a new parse pool broke at once")
 
     def close(self) -> None:
         """Stop the recorder and the pool; what is still in flight stays `archived` for the
@@ -215,10 +220,10 @@ class Processor:
             self._cond.notify_all()
             in_flight = bool(self._busy)
             if self._alone is not None:
-                self._kill_workers(self._alone)  # a re-analysis one by one
+                _kill_workers(self._alone)  # a re-analysis one by one
         if self._pool is not None:
             if in_flight:
-                self._kill_workers(self._pool)  # before shutdown, which forgets the processes
+                _kill_workers(self._pool)  # before shutdown, which forgets the processes
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         if self._recorder is not None:
@@ -267,11 +272,9 @@ class Processor:
         self.submit(ids)
         return len(ids)
 
-    def drain(self, *, block: bool = True) -> None:
-        """Wait until everything submitted is recorded (block=False: return at once; the
-        recorder thread records on its own). Raises what stopped the recorder, if anything."""
-        if not block:
-            return
+    def drain(self) -> None:
+        """Wait until everything submitted is recorded (the recorder thread records on its
+        own meanwhile). Raises what stopped the recorder, if anything."""
         with self._cond:
             while self._busy and self._recorder is not None and self._recorder.is_alive():
                 self._cond.wait()
@@ -282,7 +285,7 @@ class Processor:
     def run_pending(self) -> ProcessReport:
         """Analyse and record every archived row (one attempt each), then return the totals."""
         self.submit_pending()
-        self.drain(block=True)
+        self.drain()
         return self.report
 
     def begin_cycle(self) -> None:
@@ -335,7 +338,7 @@ class Processor:
                             killed = oldest
                             log.warning("analysis of message row %s runs over %.0f s: stopping"
                                         " its workers", oldest.row_id, self.analysis_timeout)
-                            self._kill_workers(oldest.pool)
+                            _kill_workers(oldest.pool)
                         continue
                     batch.append(self._queue.popleft())  # a dead pool's lost future
                 while self._queue and len(batch) < RECORD_BATCH and self._queue[0].future.done():
@@ -432,8 +435,7 @@ class Processor:
         log.warning("a parse worker died; analysing the %d messages it took along one by one",
                     len(jobs))
         ok: list[tuple[int, MessageFacts]] = []
-        ctx = multiprocessing.get_context("forkserver")  # this thread is not the only one
-        ctx.set_forkserver_preload(["mailbot.intake.analyse"])
+        ctx = _forkserver()  # this thread is not the only one
 
         def lone() -> cf.ProcessPoolExecutor:
             return cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx,
@@ -451,7 +453,7 @@ class Processor:
                                            self.rules_dir)
                     facts = fut.result(timeout=self.analysis_timeout)
                 except (BrokenProcessPool, cf.TimeoutError) as exc:
-                    self._kill_workers(alone)
+                    _kill_workers(alone)
                     alone.shutdown(wait=False, cancel_futures=True)
                     with self._cond:
                         if self._closing:
