@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from imapclient import IMAPClient  # noqa: E402
 
-from tests.dovecot import DovecotServer, _ensure_vmail, _free_port  # noqa: E402
+from tests.support.dovecot import DovecotServer, _ensure_vmail, _free_port  # noqa: E402
 
 # -- realistic applications ---------------------------------------------------------------
 
@@ -184,7 +184,7 @@ def config_for(root: Path, mailbox_url: str, db_url: str | None, workers: int,
 
 
 def fresh_schema(cfg) -> None:
-    from mailbot.core_cli import init_workspace
+    from mailbot.app.workspace import init_workspace
 
     init_workspace(cfg)
 
@@ -216,8 +216,9 @@ def one_round(user, cfg, profile: str | None) -> tuple[float, float]:
     """Raw fetch, ingest with `mailbot run --once` work, raw fetch again; (rate, ratio)."""
     from sqlalchemy import func, select
 
-    from mailbot.cases.models import Case, Message
-    from mailbot.daemon import Daemon
+    from mailbot.app.daemon import Daemon
+    from mailbot.cases.models import Case
+    from mailbot.intake.models import Message
 
     batch = cfg.intake.fetch_batch
     raw_before, raw_bytes = raw_fetch_rate(user, batch)
@@ -246,7 +247,7 @@ def one_round(user, cfg, profile: str | None) -> tuple[float, float]:
     daemon.engine.dispose()
     print(f"mailbot ingest into cases: {rate:.1f} messages/s ({elapsed:.1f} s;"
           f" {rows} messages, {cases} cases, processed {report.processing.processed},"
-          f" failed {report.processing.failed}, workers {daemon.processor.workers})")
+          f" failed {report.processing.failed}, workers {daemon.intake.processor.pool.workers})")
     main_ms = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / n * 1000
     work_ms = (cpu1.children_user + cpu1.children_system - cpu0.children_user
                - cpu0.children_system) / n * 1000
@@ -272,14 +273,14 @@ def rss_child(args: argparse.Namespace) -> None:
     import psutil
 
     logging.disable(logging.INFO)
-    from mailbot.daemon import Daemon
+    from mailbot.app.daemon import Daemon
 
     root = Path(args.root)
     cfg = config_for(root, args.url, args.db, 1)
     fresh_schema(cfg)
     daemon = Daemon(cfg)
     daemon.source.open()
-    daemon.processor.start()  # fork the workers before the sampling thread below exists
+    daemon.intake.processor.start()  # fork the workers before the sampling thread below exists
     me = psutil.Process()
     # ru_maxrss survives execve on Linux (it would show the bench parent's peak), so the
     # peak is VmHWM of this address space, reset to the current RSS right here.

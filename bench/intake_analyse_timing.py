@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mailbot.config import load_rule_settings  # noqa: E402
 from mailbot.intake.analyse import analyse_message  # noqa: E402
-from mailbot.rules.settings import load_rule_settings  # noqa: E402
 from tests.golden.make_golden import DOCX, FIELDS, ORG  # noqa: E402
-from tests.mailbuilders import Att, Mail, build, jpeg, make_form, make_sm2, pdf  # noqa: E402
+from tests.support.mailbuilders import Att, Mail, build, jpeg, make_form, make_sm2, pdf  # noqa: E402
 
 
 def application() -> bytes:

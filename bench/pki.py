@@ -143,6 +143,7 @@ def csr_section(ctx: dict) -> list[Row]:
 def issue_section(ctx: dict) -> list[Row]:
     """Certificate pairs (sign + enc cert + envelope) per second with the soft signer."""
     from mailbot import clock as _clock  # noqa: F401 - the issuance path reads the clock
+    from mailbot.cases.approval import CaseApprovalCheck, approval_for_case
     from mailbot.cases.audit import append_audit
     from mailbot.cases.models import Case
     from mailbot.config import Config
@@ -161,16 +162,21 @@ def issue_section(ctx: dict) -> list[Row]:
         engine = make_engine(cfg.database_url)
         upgrade(engine=engine)
         applicant = sm2.public_key_of(sm2.generate_private_key())
+        serial = iter(range(1, 1_000_000))
         with session_factory(engine)() as s:
-            case = Case(ref="XM-2026-9999", kind="new", state="approved", company="Bench Co")
-            s.add(case)
-            s.flush()
-            append_audit(s, actor="bench", action="approve", case=case, to_state="approved")
-            case.state = "approved"
 
             def one_pair() -> None:
-                issue.issue_pair(s, ca, "XM-2026-9999", applicant, {"CN": "bench"},
-                                 company="Bench Co", crl_url=cfg.ca.crl_url)
+                # One approval gives one pair: each pair is its own approved case, and the
+                # signer's approval check (cases) runs before both signatures, as in production.
+                ref = f"XM-2026-{next(serial):04d}"
+                case = Case(ref=ref, kind="new", state="approved", company="Bench Co")
+                s.add(case)
+                s.flush()
+                append_audit(s, actor="bench", action="approve", case=case,
+                             from_state="awaiting_confirmation", to_state="approved")
+                approval = approval_for_case(s, ref, applicant)
+                issue.issue_pair(s, ca, approval, CaseApprovalCheck(s), applicant,
+                                 {"CN": "bench"}, company="Bench Co", crl_url=cfg.ca.crl_url)
                 s.commit()
 
             ours = rate(one_pair, seconds)
@@ -198,7 +204,7 @@ def issue_section(ctx: dict) -> list[Row]:
     return [
         Row("mailbot issue_pair [soft signer] (pairs)", ours, "openssl speed sm2 sign x2",
             ossl_sign / 2 / ours,
-            "2 certs + enc key + envelope + 2 DB rows per pair"),
+            "2 certs + enc key + envelope + case, approval row and its check, per pair"),
         Row("loop of `openssl x509 -req` (certificates)", ossl_cert, "mailbot issue_pair",
             (1 / ossl_cert) * 2 * ours,
             "ratio = its time for 2 certificates / our time per pair"),

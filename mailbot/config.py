@@ -5,10 +5,34 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and the allowed forms."""
+
+
+def shipped_dir(name: str) -> Path:
+    """A data folder shipped with the package: "rules", "templates" or "migrations".
+
+    The top-level folders of the checkout are package data (`mailbot._rules`, ...; see
+    pyproject.toml), so this works in a regular install from any directory, and in an
+    editable one it is the checkout's folder itself.
+    """
+    folder = resources.files(f"mailbot._{name}")
+    if not isinstance(folder, Path):  # a zipped install: Alembic and globbing need real files
+        raise RuntimeError(f"mailbot's {name}/ folder is not on the file system ({folder})")
+    return folder
+
+
+DEFAULT_RULES_DIR = shipped_dir("rules")
+DEFAULT_TEMPLATES_DIR = shipped_dir("templates")
+
+CA_SIGNERS = ("soft", "sdf")
+SMTP_URL_FORMS = ("smtps://", "smtp://", "file:")
 
 
 @dataclass
@@ -81,8 +105,8 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     ca: CaConfig = field(default_factory=CaConfig)
-    rules_dir: str = str(REPO_ROOT / "rules")
-    templates_dir: str = str(REPO_ROOT / "templates")
+    rules_dir: str = str(DEFAULT_RULES_DIR)  # the shipped rules unless a file names others
+    templates_dir: str = str(DEFAULT_TEMPLATES_DIR)
     base_dir: str = "."  # relative paths resolve against the config file's folder (or cwd)
 
     @classmethod
@@ -98,7 +122,25 @@ class Config:
             data = tomllib.load(fh)
         _overlay(cfg, data, where="")
         cfg.base_dir = str(p.resolve().parent)
+        for key in ("rules_dir", "templates_dir"):  # a folder the file names is beside it
+            if key in data:
+                setattr(cfg, key, str(cfg.resolve(getattr(cfg, key))))
+        cfg.check()
         return cfg
+
+    def check(self) -> None:
+        """Refuse an enumerated value or URL form this configuration cannot mean (ConfigError).
+
+        The mailbox URL's full grammar is the mailbox layer's and the database URL's is
+        SQLAlchemy's; the command line checks those too before anything is opened.
+        """
+        if self.ca.signer not in CA_SIGNERS:
+            raise ConfigError(f"[ca] signer = {self.ca.signer!r}: use one of "
+                              f"{', '.join(CA_SIGNERS)}")
+        url = self.smtp.url.strip()
+        if not url.lower().startswith(SMTP_URL_FORMS) or url.lower() in SMTP_URL_FORMS:
+            raise ConfigError(f"[smtp] url = {_redact(url)!r}: use smtps://USER@host:465, "
+                              "smtp://host:587?starttls, smtp://127.0.0.1:PORT or file:PATH")
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, absolute as given, else under base_dir."""
@@ -129,18 +171,47 @@ class Config:
         return url
 
 
+def _redact(url: str) -> str:
+    """A URL for messages: any password between "://user:" and "@" replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
 def _overlay(obj: Any, data: dict[str, Any], where: str) -> None:
     known = {f.name: f for f in fields(obj)}
     for key, value in data.items():
         if key not in known:
-            raise ValueError(f"unknown configuration key {where}{key}")
+            raise ConfigError(f"unknown configuration key {where}{key}")
         current = getattr(obj, key)
         if is_dataclass(current):
             if not isinstance(value, dict):
-                raise ValueError(f"[{where}{key}] must be a table")
+                raise ConfigError(f"[{where}{key}] must be a table")
             _overlay(current, value, where=f"{where}{key}.")
         else:
             if current is not None and not isinstance(value, type(current)):
                 if not (isinstance(current, float) and isinstance(value, int)):
-                    raise ValueError(f"{where}{key} must be {type(current).__name__}")
+                    raise ConfigError(f"{where}{key} must be {type(current).__name__}")
             setattr(obj, key, value)
+
+
+@lru_cache(maxsize=8)
+def _load_rules(rules_dir: str) -> dict[str, dict[str, Any]]:
+    settings: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(rules_dir).glob("*.toml")):
+        with path.open("rb") as fh:
+            settings[path.stem] = tomllib.load(fh)
+    return settings
+
+
+def load_rule_settings(rules_dir: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """Settings per rules file (e.g. ["materials"], ["subject"]); read once per folder.
+
+    Intake and the rules both read them, so they are loaded here and handed in.
+    """
+    return _load_rules(str(Path(rules_dir or DEFAULT_RULES_DIR).resolve()))

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import URL, DateTime, Engine, MetaData, create_engine, event, inspect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from mailbot.config import ConfigError, shipped_dir
+
+MIGRATIONS_DIR = shipped_dir("migrations")  # package data, a real folder (Alembic needs one)
 
 # Stable constraint names so Alembic migrations name the same things on SQLite and PostgreSQL.
 NAMING = {
@@ -46,12 +50,58 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, **kwargs: object) -> Engine:
-    """An engine; SQLite gets a busy timeout and foreign keys, since several processes share it."""
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+class NoDatabase(Exception):
+    """There is no database at the configured URL yet, or it has no mailbot schema."""
+
+    def __init__(self, where: str, *, empty: bool = False) -> None:
+        super().__init__(f"{'no mailbot schema in' if empty else 'no database yet at'} {where}")
+        self.where = where
+
+
+def check_url(url: str) -> None:
+    """Refuse a database URL that does not parse, names an unknown dialect or lacks its driver.
+
+    Raises ConfigError with one readable line; opens nothing.
+    """
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"[database] url is not a database URL SQLAlchemy knows "
+                          f"(e.g. sqlite:///PATH, postgresql+psycopg://USER@host/DB): "
+                          f"{str(exc).splitlines()[0]}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        if parsed.get_backend_name() == "postgresql":
+            raise ConfigError("[database] url is PostgreSQL but its driver (psycopg) is not "
+                              "installed: pip install 'mailbot[postgres]' and use "
+                              "postgresql+psycopg://") from None
+        raise ConfigError(f"[database] url needs the driver {parsed.get_driver_name()!r}, "
+                          f"which is not installed ({exc})") from None
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    db = url.database
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def make_engine(url: str, *, read_only: bool = False, **kwargs: object) -> Engine:
+    """An engine; SQLite gets a busy timeout and foreign keys, since several processes share it.
+
+    `read_only`: open an existing database without writing or creating anything (SQLite is
+    opened with mode=ro, so a missing file is an error rather than a new empty database).
+    """
+    parsed = make_url(url)
+    path = _sqlite_path(parsed)
+    if path is not None:
+        if read_only:
+            url = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {"timeout": 30})
     engine = create_engine(url, future=True, **kwargs)
     if engine.dialect.name == "sqlite":
@@ -60,11 +110,32 @@ def make_engine(url: str, **kwargs: object) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            if not read_only:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
     return engine
+
+
+def require_schema(url: str) -> None:
+    """Raise NoDatabase unless the database exists and carries mailbot's schema.
+
+    Creates nothing: a missing SQLite file stays missing (read-only commands call this
+    first). A server that cannot be reached raises SQLAlchemy's OperationalError.
+    """
+    parsed = make_url(url)
+    path = _sqlite_path(parsed)
+    where = str(path) if path is not None else parsed.render_as_string(hide_password=True)
+    if path is not None and not path.is_file():
+        raise NoDatabase(where)
+    engine = make_engine(url, read_only=True)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                raise NoDatabase(where, empty=True)
+    finally:
+        engine.dispose()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

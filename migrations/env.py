@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 import mailbot.cases.models  # noqa: F401  (registers the tables)
+import mailbot.intake.models  # noqa: F401
 from mailbot.db import Base
 
 try:

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from mailbot import clock
 from mailbot.db import make_engine, session_factory, upgrade
 
-if importlib.util.find_spec("tests.dovecot") is not None:
-    pytest_plugins = ["tests.dovecot"]
+if importlib.util.find_spec("tests.support.dovecot") is not None:
+    pytest_plugins = ["tests.support.dovecot"]
 
 # CI gets a capped profile so property tests stay quick; locally `--hypothesis-profile=dev`.
 settings.register_profile("ci", max_examples=60, deadline=None,

@@ -49,3 +49,37 @@ def test_example_config_loads_and_equals_defaults() -> None:
     cfg = Config.load(REPO / "config.example.toml")
     assert cfg.intake == Config().intake and cfg.ca == Config().ca
     assert cfg.mailbox == Config().mailbox and cfg.smtp == Config().smtp
+
+
+def test_shipped_rules_are_the_default(tmp_path, monkeypatch) -> None:
+    from mailbot.config import DEFAULT_RULES_DIR, load_rule_settings, shipped_dir
+
+    monkeypatch.chdir(tmp_path)  # found through the package, not the working directory
+    assert Path(Config().rules_dir) == DEFAULT_RULES_DIR == shipped_dir("rules")
+    assert (DEFAULT_RULES_DIR / "materials.toml").is_file()
+    assert Path(Config().templates_dir) == shipped_dir("templates")
+    assert set(load_rule_settings()) >= {"materials", "subject"}
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ('[ca]\nsigner = "HSM"\n', "[ca] signer"),
+    ('[smtp]\nurl = "mail.example.cn:25"\n', "[smtp] url"),
+    ('[smtp]\nurl = "imap://mail.example.cn"\n', "[smtp] url"),
+])
+def test_enumerated_values_are_checked_on_load(tmp_path, text: str, key: str) -> None:
+    from mailbot.config import ConfigError
+
+    f = tmp_path / "m.toml"
+    f.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        Config.load(f)
+
+
+def test_smtp_password_is_not_echoed(tmp_path) -> None:
+    from mailbot.config import ConfigError
+
+    f = tmp_path / "m.toml"
+    f.write_text('[smtp]\nurl = "smtpx://me:hunter2@mail.example.cn:465"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        Config.load(f)
+    assert "hunter2" not in str(exc.value) and "me:***@mail.example.cn" in str(exc.value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,25 +12,23 @@ from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from mailbot.cases.audit import append_audit, append_audit_rows
-from mailbot.cases.models import (
-    MESSAGE_PROCESSED,
-    Attachment,
-    Case,
-    CaseCounter,
-    CaseField,
-    CaseFinding,
-    Message,
-)
+from mailbot.cases.models import Attachment, Case, CaseCounter, CaseField, CaseFinding
 from mailbot.clock import now
 from mailbot.findings import Finding
-from mailbot.intake.facts import REQUIRED_MATERIALS
+from mailbot.intake.models import Message
+from mailbot.refs import format_ref
+from mailbot.rules.materials import (
+    REQUIRED_MATERIALS,
+    check_materials,
+    missing_material,
+    missing_of,
+)
 
 if TYPE_CHECKING:
     from mailbot.intake.facts import MessageFacts
 
 log = logging.getLogger(__name__)
 
-CASE_REF = re.compile(r"^XM-(\d{4})-(\d{4,})$")
 OPENING_KINDS = ("new", "revoke")
 # States in which an applicant's reply can still change the case.
 OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
@@ -61,10 +58,6 @@ def _forget_counters(session: Session, transaction: SessionTransaction) -> None:
     """After a commit or rollback the counters must be read (and locked) again."""
     if transaction.parent is None or transaction.nested:  # not a flush's inner one
         session.info.pop(_COUNTERS, None)
-
-
-def format_ref(year: int, seq: int) -> str:
-    return f"XM-{year:04d}-{seq:04d}"
 
 
 class CaseStore:
@@ -120,7 +113,7 @@ class CaseStore:
         cases: list[Case | None] = []
         with self.session.no_autoflush:
             for message, facts in items:
-                self._mark_processed(message, facts)
+                self._record_message(message, facts)
                 case: Case | None = None
                 if facts.kind in OPENING_KINDS:
                     case = self._open_case(message, facts)
@@ -136,13 +129,9 @@ class CaseStore:
             self._write_pending()
         return cases
 
-    def _mark_processed(self, message: Message, facts: MessageFacts) -> None:
-        message.kind = facts.kind
-        if facts.subject:
-            message.subject = facts.subject  # fully decoded, where intake had only the header
+    def _record_message(self, message: Message, facts: MessageFacts) -> None:
+        check_materials(facts, self.required)  # the message's own list, for `inspect` views
         message.facts = facts.to_inspect_json()
-        message.status = MESSAGE_PROCESSED
-        message.processed_at = now()
         # Plain rows, not through message.attachments: that would load the collection.
         self._attachments.extend(
             {"message_row_id": message.id, "filename": att.filename,
@@ -162,10 +151,9 @@ class CaseStore:
                    "set_by": "system", "set_at": at} for key, value in facts.form.items()]
         findings = [self._finding_row(message.id, f.code, f.severity, f.detail, f.facts, at)
                     for f in facts.findings if f.code != "missing_material"]
-        present = {m for a in facts.attachments for m in a.materials}
         findings.extend(self._finding_row(None, f.code, f.severity, f.detail, f.facts, at)
-                        for f in (_missing(m) for m in self.required.get(case.kind, ())
-                                  if m not in present))
+                        for f in map(missing_material, missing_of(
+                            case.kind, facts.materials_present, self.required)))
         if any(f["severity"] in BLOCKING for f in findings):
             case.state = "incomplete"
         else:
@@ -256,8 +244,7 @@ class CaseStore:
         return {m for materials in rows for m in (materials or [])}
 
     def missing_materials(self, case: Case) -> list[str]:
-        present = self.materials_present(case)
-        return [m for m in self.required.get(case.kind, ()) if m not in present]
+        return missing_of(case.kind, self.materials_present(case), self.required)
 
     def _sync_missing(self, case: Case, missing: list[str]) -> str:
         """One open missing_material finding per absent material; resolve the rest.
@@ -271,7 +258,7 @@ class CaseStore:
                 f.resolved_at = now()
         for material in missing:
             if material not in open_missing:
-                f = _missing(material)
+                f = missing_material(material)
                 case.findings.append(CaseFinding(code=f.code, severity=f.severity,
                                                  detail=f.detail, facts=f.facts))
         blocking = any(f.severity in BLOCKING for f in self._open_findings(case))
@@ -289,12 +276,6 @@ class CaseStore:
         """Sync missing-material findings with all the case's files, then incomplete vs ready."""
         self.session.flush()  # this message's files count too
         self._move_state(case, self._sync_missing(case, self.missing_materials(case)), actor)
-
-
-def _missing(material: str) -> Finding:
-    """The case-level finding for one required material that no message has brought."""
-    return Finding("missing_material", "missing", f"required material missing: {material}",
-                   {"material": material})
 
 
 def _jsonable(facts: object) -> dict[str, object]:

@@ -8,7 +8,6 @@ certificates, zips and unknown files are decoded whole, each capped.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import mimetypes
 import re
@@ -16,13 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailbot.findings import Finding
+from mailbot.intake.attachments import classify_attachment, find_csr_in_text, sniff_type
 from mailbot.intake.classify import Headers, classify
 from mailbot.intake.facts import (
     BODY_FILENAME,
-    REQUIRED_MATERIALS,
     AttachmentFact,
     MessageFacts,
 )
+from mailbot.intake.form import extract_form
 from mailbot.intake.mime import (
     MAX_TEXT_BYTES,
     ParsedMessage,
@@ -32,6 +32,7 @@ from mailbot.intake.mime import (
     parse_message,
 )
 from mailbot.intake.subject import ApplicationSubject
+from mailbot.pki.csr import check_csr, decode_text_or_der
 
 log = logging.getLogger(__name__)
 
@@ -45,106 +46,6 @@ REPORT_PART_TYPES = ("message/delivery-status", "message/global-delivery-status"
                      "message/disposition-notification", "text/rfc822-headers")
 # Cheap gate before a body search for a pasted CSR: PEM armour or a long base64 run.
 _CSR_HINT = re.compile(r"-----BEGIN|[A-Za-z0-9+/]{120,}")
-_PEM_ANY = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
-
-
-# ---------------------------------------------------------------------------------------------
-# collaborators (materials and PKI helpers); a stand-in keeps intake alive without them
-_MISSING = object()
-_modules: dict[str, Any] = {}
-
-
-def _optional(name: str) -> Any:
-    """A collaborator's module, or None while it does not exist (looked up once)."""
-    mod = _modules.get(name, _MISSING)
-    if mod is _MISSING:
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            mod = None
-        _modules[name] = mod
-    return mod
-
-
-def _materials() -> Any:
-    return _optional("mailbot.intake.attachments")
-
-
-def _classify_attachment(filename: str, content_type: str, data: bytes,
-                         settings: Mapping[str, Any], inline: bool = False,
-                         content_id: str | None = None) -> list[AttachmentFact]:
-    mod = _materials()
-    if mod is not None:
-        return list(mod.classify_attachment(filename, content_type, data, settings,
-                                            inline=inline, content_id=content_id))
-    return _fallback_classify(filename, content_type, data)
-
-
-def _sniff(prefix: bytes) -> str | None:
-    mod = _materials()
-    if mod is not None and hasattr(mod, "sniff_type"):
-        try:
-            return mod.sniff_type(prefix)
-        except Exception:  # noqa: BLE001
-            return None
-    return _fallback_sniff(prefix)
-
-
-def _find_csr_in_text(text: str) -> bytes | None:
-    mod = _materials()
-    if mod is not None and hasattr(mod, "find_csr_in_text"):
-        return mod.find_csr_in_text(text)
-    m = re.search(r"-----BEGIN (NEW )?CERTIFICATE REQUEST-----(.*?)-----END (NEW )?CERTIFICATE"
-                  r" REQUEST-----", text, re.S)
-    if not m:
-        return None
-    import base64
-    import binascii
-    try:
-        return base64.b64decode(re.sub(r"\s+", "", m.group(2)))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _extract_form(docx: bytes) -> dict[str, str]:
-    mod = _optional("mailbot.intake.form")
-    return {} if mod is None else dict(mod.extract_form(docx))
-
-
-def _check_csr(data: bytes) -> Any:
-    mod = _optional("mailbot.pki.csr")
-    return None if mod is None else mod.check_csr(data)
-
-
-def _fallback_sniff(prefix: bytes) -> str | None:
-    magic = {b"%PDF": "pdf", b"\xff\xd8\xff": "jpeg", b"\x89PNG": "png", b"GIF8": "gif",
-             b"PK\x03\x04": "zip", b"\xd0\xcf\x11\xe0": "doc", b"Rar!": "rar",
-             b"7z\xbc\xaf": "7z", b"\x78\x9f\x3e\x22": "tnef", b"BM": "bmp"}
-    for sig, name in magic.items():
-        if prefix.startswith(sig):
-            return name
-    return None
-
-
-_FALLBACK_NAMES = (("申请表", "application_form"), ("营业执照", "business_licence"),
-                   ("法定代表人", "legal_rep_id"), ("法人", "legal_rep_id"),
-                   ("经办人", "handler_id"), ("商用密码", "crypto_product_cert"),
-                   ("认证证书", "crypto_product_cert"))
-
-
-def _fallback_classify(filename: str, content_type: str, data: bytes) -> list[AttachmentFact]:
-    """Crude stand-in for mailbot.intake.attachments until it exists."""
-    materials: list[str] = []
-    for word, material in _FALLBACK_NAMES:
-        if word in filename and material not in materials:
-            materials.append(material)
-    head = data[:4096]
-    if b"CERTIFICATE REQUEST" in head or filename.lower().endswith(".csr"):
-        materials = ["csr"]
-    elif b"BEGIN CERTIFICATE" in head or filename.lower().endswith((".cer", ".crt")):
-        materials = ["certificate"]
-    return [AttachmentFact(filename, content_type, len(data), materials or ["other"],
-                           hashlib.sha256(data).hexdigest(), data)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +88,7 @@ def _attachment_facts(part: Part, settings: Mapping[str, Any]) -> list[Attachmen
                                sniffed="smime-signature", inline=inline,
                                content_id=part.content_id)]
     prefix = part.decoded_prefix(512)
-    kind = _sniff(prefix)
+    kind = sniff_type(prefix)
     whole = kind not in SCAN_TYPES and part.encoded_size <= MAX_FULL_DECODE
     if whole:
         data = part.decoded()
@@ -197,8 +98,8 @@ def _attachment_facts(part: Part, settings: Mapping[str, Any]) -> list[Attachmen
         # never decoded or hashed (the archived message's sha256 covers its bytes).
         data, digest, size = prefix, "", part.decoded_size()
     try:
-        facts = _classify_attachment(filename, part.content_type, data, settings, inline,
-                                     part.content_id)
+        facts = classify_attachment(filename, part.content_type, data, settings, inline=inline,
+                                    content_id=part.content_id)
     except Exception:  # noqa: BLE001 - a collaborator's slip must not lose the message
         log.exception("attachment classification failed for %r", filename)
         facts = []
@@ -228,7 +129,7 @@ def _body_csr(texts: list[tuple[str, str]]) -> AttachmentFact | None:
         if ctype == "text/html":
             text = html_to_text(text)
         try:
-            der = _find_csr_in_text(text)
+            der = find_csr_in_text(text)
         except Exception:  # noqa: BLE001
             log.exception("body CSR search failed")
             der = None
@@ -242,21 +143,8 @@ def certificate_der(data: bytes | None) -> bytes | None:
     """DER of a certificate file (DER, PEM, bare base64, UTF-16) or None."""
     if not data:
         return None
-    pki = _optional("mailbot.pki.csr")
-    if pki is not None:
-        blobs = pki.decode_text_or_der(data)
-        return blobs[0] if blobs else None
-    if data[:1] == b"\x30":
-        return data
-    m = _PEM_ANY.search(data)
-    if m:
-        import base64
-        import binascii
-        try:
-            return base64.b64decode(re.sub(rb"\s+", b"", m.group(2)))
-        except (binascii.Error, ValueError):
-            return None
-    return None
+    blobs = decode_text_or_der(data)
+    return blobs[0] if blobs else None
 
 
 def _analyse(raw: Any, settings: Mapping[str, Any],
@@ -304,7 +192,7 @@ def _analyse(raw: Any, settings: Mapping[str, Any],
             facts.form = dict(form_fact.form or {})  # read once, during classification
         else:
             try:
-                facts.form = _extract_form(form_fact.data or b"")
+                facts.form = dict(extract_form(form_fact.data or b""))
             except Exception:  # noqa: BLE001
                 log.exception("form extraction failed")
     csr_fact = next((a for a in facts.attachments if "csr" in a.materials), None)
@@ -326,16 +214,9 @@ def _analyse(raw: Any, settings: Mapping[str, Any],
     if facts.kind in ("new", "revoke", "reply"):
         facts.company = parsed_subject.company or facts.form.get("applicant_org") or None
 
-    if facts.kind in REQUIRED_MATERIALS:
-        present = facts.materials_present
-        facts.missing = [m for m in REQUIRED_MATERIALS[facts.kind] if m not in present]
-        for material in facts.missing:
-            facts.findings.append(Finding("missing_material", "missing",
-                                          f"missing material: {material}",
-                                          facts={"material": material}))
     if csr_fact is not None and csr_fact.data and facts.kind in ("new", "revoke", "reply"):
         try:
-            report = _check_csr(csr_fact.data)
+            report = check_csr(csr_fact.data)
         except Exception:  # noqa: BLE001 - the checker promises not to raise; be sure
             log.exception("CSR check failed")
             report = None
@@ -376,7 +257,7 @@ def analyse_message(raw: bytes, settings: Mapping[str, Any] | None = None, *,
 
 def _default_settings() -> Mapping[str, Any]:
     try:
-        from mailbot.rules.settings import load_rule_settings
+        from mailbot.config import load_rule_settings
         return load_rule_settings()
     except Exception:  # noqa: BLE001 - built-in defaults apply
         return {}

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailbot.findings import Finding
 from mailbot.intake.subject import ApplicationSubject, is_auto_reply_subject
+from mailbot.refs import ref_in_message_id
 
 # Our Message-IDs carry the case number in the local part, whatever the domain.
-OWN_MSGID = re.compile(r"<\s*(XM-\d{4}-\d{4,})\.[^<>@\s]*@[^<>\s]+>", re.I)
 BOUNCE_SENDERS = ("mailer-daemon", "postmaster")
 REPORT_TYPES = ("multipart/report", "message/delivery-status", "message/global-delivery-status")
 AUTO_PRECEDENCE = ("bulk", "junk", "list", "auto_reply")
@@ -72,9 +71,7 @@ def case_ref_from_ids(ids: Iterable[str]) -> str | None:
     """The case number cited by one of our own Message-IDs (the last one cited wins)."""
     found = None
     for mid in ids:
-        m = OWN_MSGID.search(mid)
-        if m:
-            found = m.group(1).upper()
+        found = ref_in_message_id(mid) or found
     return found
 
 

@@ -15,12 +15,6 @@ MATERIALS: tuple[str, ...] = (
     "application_form", "business_licence", "legal_rep_id", "handler_id",
     "crypto_product_cert", "csr", "certificate", "other",
 )
-REQUIRED_MATERIALS: dict[str, tuple[str, ...]] = {
-    "new": ("application_form", "business_licence", "legal_rep_id", "handler_id",
-            "crypto_product_cert", "csr"),
-    "revoke": ("application_form", "business_licence", "legal_rep_id", "handler_id",
-               "certificate"),
-}
 FORM_KEYS: tuple[str, ...] = (
     "application_type", "revoke_serial", "applicant_org", "org_code", "email",
     "legal_rep_name", "legal_rep_phone", "legal_rep_id_type", "legal_rep_id_no",
@@ -68,7 +62,7 @@ class MessageFacts:
     company: str | None = None
     case_ref: str | None = None
     attachments: list[AttachmentFact] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # the rules fill it in
     csr: CsrReport | None = None
     form: dict[str, str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -118,13 +112,12 @@ class MessageFacts:
         rows: list[dict[str, Any]] = []
         for att in self.attachments:
             rows.extend(att.inspect_rows())
-        missing = list(self.missing) if self.kind in REQUIRED_MATERIALS else []
         return {
             "kind": self.kind,
             "company": self.company,
             "case_ref": self.case_ref,
             "attachments": rows,
-            "missing": missing,
+            "missing": list(self.missing),  # set by the rules (rules/materials.py)
             "csr": self.csr_json(),
             "form": {k: str(v) for k, v in self.form.items() if k in FORM_KEYS},
             "findings": [f.to_json() for f in self.findings],

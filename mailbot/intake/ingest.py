@@ -12,38 +12,31 @@ from __future__ import annotations
 import email.header
 import email.utils
 import logging
-import os
 import re
-import signal
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailbot.cases.models import (
+from mailbot.clock import now
+from mailbot.config import Config
+from mailbot.intake import archive, mime
+from mailbot.intake.crash import crash_point
+from mailbot.intake.models import (
     MESSAGE_ARCHIVED,
     MESSAGE_DUPLICATE,
     MESSAGE_OVERSIZE,
     MailboxState,
     Message,
 )
-from mailbot.clock import now
-from mailbot.config import Config
-from mailbot.intake import archive
+from mailbot.intake.moves import MoveFailures, move_processed
 from mailbot.mailbox.base import MailSource, MessageRef
 
 log = logging.getLogger(__name__)
 
-# Test hook for tests/test_intake_crash.py: the process SIGKILLs itself at the named point
-# (after_archive_commit, before_moved_commit, after_move here; during_processing in
-# process.py). Inert unless the variable is set; the only test hook in production code.
-CRASH_ENV = "MAILBOT_TEST_CRASH_AT"
 # Fetch batches are cut at this many bytes too, so one batch never holds much more than this.
 BATCH_BYTES = 16 * 1024 * 1024
 # Header blocks longer than this are cut before parsing (the real parse happens in analysis).
@@ -52,14 +45,6 @@ MAX_HEADER_BYTES = 256 * 1024
 STREAM_OVER = 4 * 1024 * 1024
 STREAM_PIECE = 2 * 1024 * 1024
 _BLANK_LINE = re.compile(rb"\n\r?\n")  # stops at the first one, unlike two find() calls
-_CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "euc-cn": "gb18030",
-                    "x-gbk": "gb18030", "cp936": "gb18030"}
-
-
-def crash_point(name: str) -> None:
-    """Die here, like a power cut, when MAILBOT_TEST_CRASH_AT names this point (tests only)."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -69,6 +54,8 @@ class IngestReport:
     duplicates: int = 0
     oversize: int = 0
     moved: int = 0  # includes re-moves of messages recorded before a crash
+    move_failed: int = 0  # recorded (and processed) but left in the inbox: the mailbox refused
+    move_error: str | None = None
     uidvalidity_reset: bool = False
     new_row_ids: list[int] = field(default_factory=list)
 
@@ -92,23 +79,27 @@ class HeaderFacts:
 
 def read_headers(raw: bytes) -> HeaderFacts:
     """Message-ID, Subject, From and Date from the header block only (cheap; never raises)."""
-    end = _header_end(raw)
     try:
-        msg = BytesHeaderParser(policy=compat32).parsebytes(raw[:end])
+        fields, _defects = mime.parse_headers(raw[:_header_end(raw)])
     except Exception:  # noqa: BLE001 - malformed headers are analysis's business
         return HeaderFacts(None, None, None, None)
-    mid = _clean_message_id(msg.get("Message-ID"))
-    subject = _decode(msg.get("Subject"))
+
+    def text(name: str) -> str | None:
+        value = mime.first_header(fields, name)
+        return mime.decode_header(value) if value is not None else None
+
+    mid = _clean_message_id(text("message-id"))
+    subject = text("subject")
     from_addr = None
     try:
-        from_addr = email.utils.parseaddr(str(msg.get("From") or ""))[1] or None
+        from_addr = email.utils.parseaddr(text("from") or "")[1] or None
     except Exception:  # noqa: BLE001
         pass
     date = None
     try:
-        raw_date = msg.get("Date")
+        raw_date = text("date")
         if raw_date:
-            date = email.utils.parsedate_to_datetime(str(raw_date))
+            date = email.utils.parsedate_to_datetime(raw_date)
             date = date.replace(tzinfo=UTC) if date.tzinfo is None else date.astimezone(UTC)
     except Exception:  # noqa: BLE001
         date = None
@@ -130,25 +121,6 @@ def _clean_message_id(value: object) -> str | None:
     return text[:998] or None
 
 
-def _decode(value: object) -> str | None:
-    if value is None:
-        return None
-    try:
-        parts = []
-        for chunk, charset in email.header.decode_header(str(value)):
-            if isinstance(chunk, bytes):
-                cs = _CHARSET_ALIASES.get((charset or "utf-8").lower(), charset or "utf-8")
-                try:
-                    parts.append(chunk.decode(cs, errors="replace"))
-                except LookupError:
-                    parts.append(chunk.decode("utf-8", errors="replace"))
-            else:
-                parts.append(chunk)
-        return "".join(parts).strip()
-    except Exception:  # noqa: BLE001
-        return str(value)
-
-
 def _batches(refs: Sequence[MessageRef], count: int, max_bytes: int) -> Iterable[list[MessageRef]]:
     batch: list[MessageRef] = []
     size = 0
@@ -166,13 +138,18 @@ class Ingester:
     """Reads one source into the archive and the `messages` table."""
 
     def __init__(self, cfg: Config, sessions: sessionmaker[Session], source: MailSource,
-                 *, on_committed: Callable[[list[int]], None] | None = None) -> None:
+                 *, on_committed: Callable[[list[int]], None] | None = None,
+                 move_failures: MoveFailures | None = None) -> None:
         self.cfg = cfg
         self.sessions = sessions
         self.source = source
         self.archive_dir = Path(cfg.archive_dir)
         self.on_committed = on_committed  # e.g. hand the new rows to the parse pool at once
-        self.is_maildir = source.identity.startswith("maildir:")
+        self.move_failures = move_failures or MoveFailures()
+        self.by_uid = source.keyed_by_uid  # IMAP: UIDs and UIDVALIDITY; Maildir: file keys
+        # The lowest UID whose move failed in this run: last_uid stays below it, so the
+        # message is listed (and its move tried) again next cycle.
+        self._stuck_uid: int | None = None
 
     # -- the whole run ----------------------------------------------------------------------
     def run(self, *, full_sweep: bool = False) -> IngestReport:
@@ -197,7 +174,7 @@ class Ingester:
             state.updated_at = now()
             s.commit()
         refs = self.source.list_messages(since_uid=since)
-        if not self.is_maildir:
+        if self.by_uid:
             refs = sorted((r for r in refs if r.uid > since or full_sweep), key=lambda r: r.uid)
         report.listed = len(refs)
         kw = self.cfg.intake.processed_keyword
@@ -221,7 +198,7 @@ class Ingester:
             q = select(Message).where(Message.source == self.source.identity,
                                       Message.moved_at.is_(None),
                                       Message.status != MESSAGE_OVERSIZE)
-            if not self.is_maildir:
+            if self.by_uid:
                 q = q.where(Message.uidvalidity == uv, Message.uid > since)
             stamp = now()
             gone = [row for row in s.scalars(q)
@@ -294,27 +271,36 @@ class Ingester:
         if new_ids and self.on_committed is not None:
             self.on_committed(new_ids)
         report.new_row_ids.extend(new_ids)
-        if to_move:
-            self._move(to_move)
+        moved = bool(to_move) and move_processed(self.cfg, self.source, to_move,
+                                                 self.move_failures)
+        if to_move and not moved:
+            report.move_failed += len(to_move)
+            report.move_error = self.move_failures.error
+            if self.by_uid:
+                low = min(r.uid for r in to_move)
+                self._stuck_uid = low if self._stuck_uid is None else min(self._stuck_uid, low)
         crash_point("before_moved_commit")
         with self.sessions() as s:
-            if move_ids:
+            if move_ids and moved:
                 s.execute(update(Message).where(Message.id.in_(move_ids))
                           .values(moved_at=now()).execution_options(synchronize_session=False))
-            if not self.is_maildir:
+            if self.by_uid:
                 state = s.get(MailboxState, ident)
                 top = max(r.uid for r in plan.batch)
+                if self._stuck_uid is not None:
+                    top = min(top, self._stuck_uid - 1)
                 if state is not None and state.uidvalidity == uv and top > state.last_uid:
                     state.last_uid = top
             s.commit()
-        report.moved += len(to_move)
+        if moved:
+            report.moved += len(to_move)
         crash_point("after_move")
 
     def _known(self, s: Session, uv: int, refs: list[MessageRef]) -> dict[str, Message]:
         """Rows already recorded for these refs, by ref.key."""
         ident = self.source.identity
         q = select(Message).where(Message.source == ident)
-        if self.is_maildir:
+        if not self.by_uid:
             q = q.where(Message.source_key.in_([r.key for r in refs]))
             return {m.source_key or "": m for m in s.scalars(q)}
         q = q.where(Message.uidvalidity == uv, Message.uid.in_([r.uid for r in refs]))
@@ -322,7 +308,7 @@ class Ingester:
 
     def _oversize_row(self, ref: MessageRef, uv: int) -> Message:
         return Message(source=self.source.identity, uidvalidity=uv,
-                       uid=None if self.is_maildir else ref.uid, source_key=ref.key,
+                       uid=ref.uid if self.by_uid else None, source_key=ref.key,
                        size=ref.size, status=MESSAGE_OVERSIZE,
                        last_error=f"over max_message_bytes ({self.cfg.intake.max_message_bytes})")
 
@@ -338,37 +324,22 @@ class Ingester:
     def _row(self, ref: MessageRef, uv: int, sha: str, size: int, head: bytes) -> Message:
         hdr = read_headers(head)
         return Message(source=self.source.identity, uidvalidity=uv,
-                       uid=None if self.is_maildir else ref.uid, source_key=ref.key,
+                       uid=ref.uid if self.by_uid else None, source_key=ref.key,
                        message_id=hdr.message_id, sha256=sha, size=size,
                        archive_path=archive.relative_path(sha), subject=hdr.subject,
                        from_addr=hdr.from_addr, date_header=hdr.date, status=MESSAGE_ARCHIVED)
 
     def _streams(self, ref: MessageRef) -> bool:
         """Big IMAP messages are fetched in pieces: imaplib holds ~7 copies of a literal."""
-        return ref.size > STREAM_OVER and hasattr(self.source, "_call") and ref.uid > 0
+        return ref.size > STREAM_OVER and self.source.streams_large
 
     def _archive_streamed(self, ref: MessageRef, uv: int,
                           written: list[Path]) -> tuple[MessageRef, Message] | None:
-        """BODY.PEEK[]<offset.length> pieces straight into the archive file.
-
-        Uses ImapSource's connection helpers (_call reconnects and retries; _select) until
-        the source offers a public ranged fetch.
-        """
-        src: Any = self.source
+        """Pieces of STREAM_PIECE bytes straight into the archive file (bounded memory)."""
         writer = archive.StreamWriter(self.archive_dir, MAX_HEADER_BYTES)
         try:
             while True:
-                offset = writer.size
-
-                def op(client: Any, offset: int = offset) -> bytes | None:
-                    src._select(client, ref.folder)
-                    data = client.fetch([ref.uid], [f"BODY.PEEK[]<{offset}.{STREAM_PIECE}>"])
-                    for key, value in (data.get(ref.uid) or {}).items():
-                        if isinstance(key, bytes) and key.startswith(b"BODY[]"):
-                            return bytes(value) if value is not None else b""
-                    return None
-
-                piece = src._call(op, "fetch")
+                piece = self.source.fetch_range(ref, writer.size, STREAM_PIECE)
                 if piece is None and writer.size == 0:
                     writer.abort()
                     return None  # vanished meanwhile
@@ -432,15 +403,11 @@ class Ingester:
         s.flush()
         return fresh
 
-    def _move(self, refs: list[MessageRef]) -> None:
-        if self.source.supports_move():
-            self.source.move(refs, self.cfg.intake.processed_folder)
-        else:
-            self.source.add_keyword(refs, self.cfg.intake.processed_keyword)
-
 
 def ingest(cfg: Config, sessions: sessionmaker[Session], source: MailSource, *,
            full_sweep: bool = False,
-           on_committed: Callable[[list[int]], None] | None = None) -> IngestReport:
+           on_committed: Callable[[list[int]], None] | None = None,
+           move_failures: MoveFailures | None = None) -> IngestReport:
     """Read everything waiting in `source` (the source must be open)."""
-    return Ingester(cfg, sessions, source, on_committed=on_committed).run(full_sweep=full_sweep)
+    return Ingester(cfg, sessions, source, on_committed=on_committed,
+                    move_failures=move_failures).run(full_sweep=full_sweep)

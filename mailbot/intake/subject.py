@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from mailbot.findings import Finding
+from mailbot.refs import CASE_TAG
 
 # Built-in defaults; equal to the shipped rules/subject.toml so analysis works without settings.
 DEFAULTS: dict[str, Any] = {
@@ -28,7 +29,6 @@ DEFAULTS: dict[str, Any] = {
     ],
 }
 
-CASE_TAG = re.compile(r"[\[【]\s*(XM-\d{4}-\d{4,})\s*[\]】]", re.I)
 _PLUS = "+＋"
 _SEPARATORS = " \t\u3000+＋-－—_:：、,，|/\\"
 _BRACKETS = {"【": "】", "[": "]", "「": "」", "“": "”", '"': '"', "《": "》", "<": ">"}
@@ -48,7 +48,7 @@ def _prefix_re(prefixes: tuple[str, ...]) -> re.Pattern[str]:
     alts = "|".join(re.escape(p) for p in sorted(prefixes, key=len, reverse=True))
     # "Re:", "RE :", "Re[2]:", "回复：", "Fwd: " ... and our own case tag, in any order.
     return re.compile(rf"^\s*(?:(?:{alts})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]\s*|"
-                      r"[\[【]\s*XM-\d{4}-\d{4,}\s*[\]】]\s*)", re.I)
+                      rf"{CASE_TAG.pattern}\s*)", re.I)
 
 
 def strip_prefixes(subject: str, settings: Mapping[str, Any] | None = None) -> str:

@@ -3,6 +3,10 @@
 Chinese providers' ways are handled here: an RFC 2971 ID right after login (NetEase-style
 servers answer SELECT with "Unsafe Login" without it), the provider's authorisation code
 (授权码) as the password, and folder names in modified UTF-7 (imapclient's folder_encode).
+
+Folder names are resolved against the personal namespace the server announces (RFC 2342):
+a name not found as given goes under its prefix, so on a Cyrus/Courier-style server
+(NAMESPACE (("INBOX." "."))) 已处理 is INBOX.已处理. Refs keep the name the caller used.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import mailbot
 from mailbot.mailbox.base import (
     DELETED,
     INBOX,
+    SENT_DEFAULT,
     SENT_FALLBACKS,
     ConnectionLost,
     MailboxError,
@@ -48,9 +53,16 @@ DROP_ERRORS: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.abort, EO
 META = [b"UID", b"RFC822.SIZE", b"FLAGS", b"INTERNALDATE"]
 SEARCH_CHUNK = 1000  # UIDs per FETCH of metadata, keeps command lines short
 
+# imapclient's id_ first asks has_capability("ID"), which sends CAPABILITY when the login
+# answer carried none, so ID would not be the first command; the undecorated method does not.
+_SEND_ID = getattr(IMAPClient.id_, "__wrapped__", IMAPClient.id_)
+
 
 class ImapSource:
     """An IMAP mailbox as a `MailSource` (see mailbot.mailbox.base)."""
+
+    keyed_by_uid = True  # UIDs, UIDVALIDITY and since_uid listing mean something here
+    streams_large = True  # fetch_range is one cheap ranged FETCH; whole literals are costly
 
     def __init__(
         self,
@@ -107,8 +119,11 @@ class ImapSource:
         self._client: IMAPClient | None = None
         self._capabilities: frozenset[str] = frozenset()
         self._selected: str | None = None
-        self._uidvalidity: dict[str, int] = {}
+        self._uidvalidity: dict[str, int] = {}  # by the server's folder name
         self._failures = 0  # consecutive drops / failed connects, drives the backoff
+        # Per connection: the personal namespace (prefix, separator) and resolved names.
+        self._namespace: tuple[str, str] | None = None
+        self._resolved: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -173,7 +188,7 @@ class ImapSource:
                 client.login(u.user, password)
             else:  # LOGIN is ASCII-only; SASL PLAIN carries UTF-8
                 client.plain_login(u.user, password)
-            self._send_id(client)
+            self._send_id(client)  # first after login: nothing may come before it
             self._capabilities = frozenset(
                 c.decode() if isinstance(c, bytes) else c for c in client.capabilities())
         except BaseException:
@@ -183,19 +198,24 @@ class ImapSource:
                 pass
             raise
         self._selected = None
+        self._namespace, self._resolved = None, {}
         log.info("connected to %s", self.identity)
         return client
 
     def _send_id(self, client: IMAPClient) -> None:
-        """RFC 2971 ID right after login (before any SELECT)."""
-        if not client.has_capability("ID"):
+        """RFC 2971 ID as the first command after login, sent whatever the capabilities say
+        (asking would put a CAPABILITY before it); a server without ID answers BAD or NO."""
+        try:
+            answer = _SEND_ID(client, self.client_id)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # a refused ID is no reason to give up
+            log.info("%s: server did not take ID: %s", self.identity, exc)
             return
         try:
-            answer = client.id_(self.client_id)
-        except imaplib.IMAP4.error as exc:  # a refused ID is no reason to give up
-            log.warning("%s: ID refused: %s", self.identity, exc)
-            return
-        self.server_id = _id_dict(answer)
+            self.server_id = _id_dict(answer)
+        except Exception:  # noqa: BLE001 - an odd answer to ID is only informative
+            self.server_id = {}
 
     def _backoff(self) -> None:
         """Exponential backoff, capped, with jitter in [delay/2, delay]."""
@@ -230,6 +250,8 @@ class ImapSource:
             except DROP_ERRORS as exc:
                 self._note_failure(exc, what)
                 continue
+            except imaplib.IMAP4.error as exc:  # the server said NO or BAD: no retry helps
+                raise MailboxError(f"{self.identity}: {what} failed: {_reason(exc)}") from exc
             if dropped_before:
                 self.reconnects += 1
             self._failures = 0
@@ -251,6 +273,54 @@ class ImapSource:
         return self._has("IDLE")
 
     # -- folders ---------------------------------------------------------------------------
+    def personal_namespace(self) -> tuple[str, str]:
+        """(prefix, separator) of the first personal namespace the server announces, e.g.
+        ("INBOX.", ".") on Cyrus/Courier, ("", "/") on a default Dovecot; ("", "") without
+        NAMESPACE."""
+        return self._call(self._personal_namespace, "namespace")
+
+    def resolve_folder(self, folder: str) -> str:
+        """The server's name for `folder`: INBOX stays INBOX; a name that exists as given, or
+        already starts with the personal prefix, is used as given; any other name goes under
+        the prefix (RFC 2342). Cached per connection."""
+        return self._call(lambda client: self._resolve(client, folder), "namespace")
+
+    def _personal_namespace(self, client: IMAPClient) -> tuple[str, str]:
+        if self._namespace is None:
+            prefix, sep = "", ""
+            if "NAMESPACE" in self._capabilities:
+                try:
+                    personal = client.namespace().personal
+                except imaplib.IMAP4.abort:
+                    raise
+                except imaplib.IMAP4.error as exc:  # then folders are used as named
+                    log.warning("%s: NAMESPACE failed: %s", self.identity, exc)
+                    personal = None
+                if personal:
+                    prefix, sep = (_text(personal[0][0] or ""),
+                                   _text(personal[0][1] or ""))
+            self._namespace = (prefix, sep)
+            if prefix:
+                log.info("%s: personal namespace %r (separator %r)", self.identity, prefix,
+                         sep)
+        return self._namespace
+
+    def _resolve(self, client: IMAPClient, folder: str) -> str:
+        if folder.upper() == INBOX:
+            return INBOX
+        name = self._resolved.get(folder)
+        if name is None:
+            prefix, _sep = self._personal_namespace(client)
+            if not prefix or _under(folder, prefix) or client.folder_exists(folder):
+                name = folder
+            else:
+                name = prefix + folder
+            self._resolved[folder] = name
+        return name
+
+    def _exists(self, client: IMAPClient, name: str) -> bool:
+        return name.upper() == INBOX or client.folder_exists(name)
+
     def _select(self, client: IMAPClient, folder: str) -> None:
         if self._selected == folder:
             return
@@ -264,44 +334,57 @@ class ImapSource:
             self._uidvalidity[folder] = int(validity)
         self._selected = folder
 
-    def _ensure_folder(self, client: IMAPClient, folder: str) -> None:
-        if folder.upper() == INBOX or client.folder_exists(folder):
-            return
+    def _ensure_folder(self, client: IMAPClient, folder: str) -> str:
+        """The server's name for `folder`, created (and subscribed) when missing."""
+        name = self._resolve(client, folder)
+        if self._exists(client, name):
+            return name
         try:
-            client.create_folder(folder)
+            client.create_folder(name)
+        except imaplib.IMAP4.abort:
+            raise
         except imaplib.IMAP4.error as exc:  # created meanwhile by someone else is fine
-            if not client.folder_exists(folder):
-                raise MailboxError(f"cannot create folder {folder!r}: {exc}") from exc
+            if not client.folder_exists(name):
+                shown = repr(name) if name == folder else f"{name!r} (for {folder!r})"
+                raise MailboxError(f"{self.identity}: cannot create folder {shown}: "
+                                   f"{_reason(exc)}") from exc
+        log.info("%s: created folder %r", self.identity, name)
         try:
-            client.subscribe_folder(folder)  # so webmail and desktop clients show it
+            client.subscribe_folder(name)  # so webmail and desktop clients show it
+        except imaplib.IMAP4.abort:
+            raise
         except imaplib.IMAP4.error:
             pass
+        return name
 
     def uidvalidity(self) -> int:
         """Read on a fresh SELECT, so a change shows without waiting for a reconnect."""
         def op(client: IMAPClient) -> int:
+            name = self._resolve(client, self.folder)
             self._selected = None
-            self._select(client, self.folder)
-            return self._uidvalidity.get(self.folder, 0)
+            self._select(client, name)
+            return self._uidvalidity.get(name, 0)
 
         return self._call(op, "select")
 
     def folder_uidvalidity(self, folder: str) -> int:
         """UIDVALIDITY of any folder (0 when it does not exist)."""
         def op(client: IMAPClient) -> int:
-            if not client.folder_exists(folder):
+            name = self._resolve(client, folder)
+            if not self._exists(client, name):
                 return 0
-            self._select(client, folder)
-            return self._uidvalidity.get(folder, 0)
+            self._select(client, name)
+            return self._uidvalidity.get(name, 0)
 
         return self._call(op, "select")
 
     # -- listing ---------------------------------------------------------------------------
     def list_messages(self, since_uid: int = 0) -> list[MessageRef]:
         def op(client: IMAPClient) -> list[MessageRef]:
-            if self._selected == self.folder:
+            name = self._resolve(client, self.folder)
+            if self._selected == name:
                 client.noop()  # a long-selected folder: let the server announce new mail first
-            self._select(client, self.folder)
+            self._select(client, name)
             # "UID n:*" always matches the last message, even below n: filter afterwards.
             uids = [u for u in client.search(["UID", f"{since_uid + 1}:*"]) if u > since_uid]
             return self._meta(client, self.folder, uids)
@@ -310,9 +393,10 @@ class ImapSource:
 
     def list_folder(self, folder: str) -> list[MessageRef]:
         def op(client: IMAPClient) -> list[MessageRef]:
-            if folder.upper() != INBOX and not client.folder_exists(folder):
+            name = self._resolve(client, folder)
+            if not self._exists(client, name):
                 return []
-            self._select(client, folder)
+            self._select(client, name)
             return self._meta(client, folder, client.search("ALL"))
 
         return self._call(op, f"list {folder}")
@@ -321,9 +405,10 @@ class ImapSource:
         """Messages in `folder` whose Message-ID header is `message_id` (e.g. to find a
         message again after MOVE gave it a UID we did not learn)."""
         def op(client: IMAPClient) -> list[MessageRef]:
-            if folder.upper() != INBOX and not client.folder_exists(folder):
+            name = self._resolve(client, folder)
+            if not self._exists(client, name):
                 return []
-            self._select(client, folder)
+            self._select(client, name)
             return self._meta(client, folder,
                               client.search(["HEADER", "Message-ID", message_id]))
 
@@ -331,14 +416,16 @@ class ImapSource:
 
     def flagged(self, folder: str = INBOX) -> list[MessageRef]:
         def op(client: IMAPClient) -> list[MessageRef]:
-            if folder.upper() != INBOX and not client.folder_exists(folder):
+            name = self._resolve(client, folder)
+            if not self._exists(client, name):
                 return []
-            self._select(client, folder)
+            self._select(client, name)
             return self._meta(client, folder, client.search("FLAGGED"))
 
         return self._call(op, f"flagged {folder}")
 
     def _meta(self, client: IMAPClient, folder: str, uids: Sequence[int]) -> list[MessageRef]:
+        """Refs for uids of the selected folder, labelled `folder` (the caller's name)."""
         refs: list[MessageRef] = []
         uids = sorted(uids)
         for i in range(0, len(uids), SEARCH_CHUNK):
@@ -363,7 +450,7 @@ class ImapSource:
         for folder, batch in self._batches(refs):
             def op(client: IMAPClient, folder: str = folder,
                    batch: list[MessageRef] = batch) -> dict[int, Any]:
-                self._select(client, folder)
+                self._select(client, self._resolve(client, folder))
                 return client.fetch([r.uid for r in batch], ["BODY.PEEK[]"])
 
             data = self._call(op, "fetch")
@@ -372,6 +459,22 @@ class ImapSource:
                 body = d.get(b"BODY[]") if d else None
                 if body is not None:
                     yield ref, bytes(body)
+
+    def fetch_range(self, ref: MessageRef, offset: int, length: int) -> bytes | None:
+        """`length` bytes of the raw message from `offset` (BODY.PEEK[]<offset.length>),
+        shorter at the end, b"" past it; None when the message has vanished."""
+        if offset < 0 or length <= 0:
+            raise ValueError("fetch_range needs offset >= 0 and length > 0")
+
+        def op(client: IMAPClient) -> bytes | None:
+            self._select(client, self._resolve(client, ref.folder))
+            data = client.fetch([ref.uid], [f"BODY.PEEK[]<{offset}.{length}>"])
+            for key, value in (data.get(ref.uid) or {}).items():
+                if isinstance(key, bytes) and key.startswith(b"BODY[]"):
+                    return bytes(value) if value is not None else b""
+            return None
+
+        return self._call(op, "fetch")
 
     def _batches(self, refs: Sequence[MessageRef]) -> Iterator[tuple[str, list[MessageRef]]]:
         """Consecutive refs of one folder, at most fetch_batch of them and ~fetch_batch_bytes."""
@@ -395,16 +498,16 @@ class ImapSource:
             uids = [r.uid for r in group]
 
             def op(client: IMAPClient, source: str = source, uids: list[int] = uids) -> None:
-                self._ensure_folder(client, folder)
-                self._select(client, source)
+                target = self._ensure_folder(client, folder)
+                self._select(client, self._resolve(client, source))
                 use_cmd = self.use_move_command
                 if use_cmd is None or use_cmd:
                     use_cmd = "MOVE" in self._capabilities
                 if use_cmd:
-                    client.move(uids, folder)
+                    client.move(uids, target)
                 elif "UIDPLUS" in self._capabilities:
                     # COPY, then expunge exactly these UIDs: never someone else's \Deleted mail.
-                    client.copy(uids, folder)
+                    client.copy(uids, target)
                     client.add_flags(uids, [DELETED])
                     client.uid_expunge(uids)
                 else:
@@ -423,7 +526,7 @@ class ImapSource:
             uids = [r.uid for r in group]
 
             def op(client: IMAPClient, source: str = source, uids: list[int] = uids) -> None:
-                self._select(client, source)
+                self._select(client, self._resolve(client, source))
                 client.add_flags(uids, flags, silent=True)
 
             self._call(op, "store")
@@ -433,25 +536,30 @@ class ImapSource:
         flags = tuple(flags)
 
         def op(client: IMAPClient) -> int | None:
-            self._ensure_folder(client, folder)
-            resp = client.append(folder, raw, flags=flags)
+            resp = client.append(self._ensure_folder(client, folder), raw, flags=flags)
             return _appenduid(resp)
 
         return self._call(op, f"append to {folder}")
 
     def sent_folder(self) -> str:
+        """The server's name of the folder for Sent copies (CONTRACTS.md): the \\Sent
+        special-use folder, else the configured name, else the first of SENT_FALLBACKS that
+        exists (as named or under the namespace prefix), else "Sent" under the namespace
+        (created by the first append)."""
         def op(client: IMAPClient) -> str:
-            names: list[str] = []
+            names: set[str] = set()
             for fl, _delim, name in client.list_folders():
                 if b"\\Sent" in fl or "\\Sent" in fl:
                     return str(name)
-                names.append(str(name))
+                names.add(str(name))
             if self.sent_folder_name:
-                return self.sent_folder_name
+                return self._resolve(client, self.sent_folder_name)
+            prefix, _sep = self._personal_namespace(client)
             for candidate in SENT_FALLBACKS:
-                if candidate in names:
-                    return candidate
-            return SENT_FALLBACKS[0]
+                for name in (candidate, prefix + candidate):
+                    if name in names:
+                        return name
+            return self._resolve(client, SENT_DEFAULT)
 
         return self._call(op, "list folders")
 
@@ -462,12 +570,14 @@ class ImapSource:
             return True
         try:
             client = self.ensure_connected()
-            self._select(client, self.folder)
+            self._select(client, self._resolve(client, self.folder))
             return self._idle(client, timeout)
         except DROP_ERRORS as exc:
             # Whatever happened while we were not listening is found by listing again.
             self._note_failure(exc, "idle")
             return True
+        except imaplib.IMAP4.error as exc:
+            raise MailboxError(f"{self.identity}: idle failed: {_reason(exc)}") from exc
 
     def _idle(self, client: IMAPClient, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -479,8 +589,12 @@ class ImapSource:
             client.idle()
             try:
                 responses = client.idle_check(timeout=min(remaining, self.idle_renew_seconds))
-            finally:
-                _text_done, more = client.idle_done()
+            except BaseException:
+                # Interrupted (Ctrl-C, a stop request) or dropped mid-IDLE: the connection is
+                # in an unknown state, so drop it rather than wait for DONE to be answered.
+                self._discard()
+                raise
+            _text_done, more = client.idle_done()
             self._failures = 0
             if _changes(responses) or _changes(more):
                 return True
@@ -494,6 +608,22 @@ def _changes(responses: Iterable[Any]) -> bool:
         if isinstance(resp, tuple) and resp and resp[0] == b"BYE":
             raise imaplib.IMAP4.abort("server said BYE during IDLE")
     return False
+
+
+def _under(folder: str, prefix: str) -> bool:
+    """True when `folder` already starts with the namespace prefix (INBOX in any case)."""
+    head = folder[:len(prefix)]
+    if prefix.upper().startswith(INBOX):
+        return head[:5].upper() == prefix[:5].upper() and head[5:] == prefix[5:]
+    return head == prefix
+
+
+def _reason(exc: BaseException) -> str:
+    """The server's words from an imapclient error ("create failed: [NOPERM] ..." -> the
+    part after "failed:")."""
+    text = str(exc)
+    head, sep, rest = text.partition(" failed: ")
+    return (rest if sep and " " not in head else text).strip()
 
 
 def _by_folder(refs: Sequence[MessageRef]) -> dict[str, list[MessageRef]]:

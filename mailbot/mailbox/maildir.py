@@ -17,10 +17,17 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 from pathlib import Path
 
 from mailbot.mailbox import utf7
-from mailbot.mailbox.base import INBOX, SENT_FALLBACKS, MessageRef
+from mailbot.mailbox.base import (
+    INBOX,
+    SENT_DEFAULT,
+    SENT_FALLBACKS,
+    MailboxError,
+    MessageRef,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +37,15 @@ LETTER_TO_FLAG = {"D": "\\Draft", "F": "\\Flagged", "R": "\\Answered", "S": "\\S
 FLAG_TO_LETTER = {v: k for k, v in LETTER_TO_FLAG.items()}
 KEYWORDS_FILE = "dovecot-keywords"
 INFO_SEP = ":2,"
+HEADER_LIMIT = 256 * 1024  # bytes read to find a message's header block
 
 
 class MaildirSource:
     """A Maildir folder tree read as a `MailSource`."""
 
     OPTIONS = frozenset({"poll_seconds", "sent_folder_name", "sleep"})
+    keyed_by_uid = False  # no UIDs: a message is its key, which a move keeps
+    streams_large = False  # a fetch is one file read; fetch_range saves nothing
     _counter = 0  # the Q part of delivered file names: unique within this process
 
     def __init__(
@@ -81,6 +91,13 @@ class MaildirSource:
     def uidvalidity(self) -> int:
         return 0
 
+    def folder_uidvalidity(self, folder: str) -> int:
+        return 0
+
+    def resolve_folder(self, folder: str) -> str:
+        """Maildir++ folders are ".NAME" on disk already: the name is used as given."""
+        return folder
+
     def supports_move(self) -> bool:
         return True
 
@@ -109,6 +126,30 @@ class MaildirSource:
                 continue
             yield ref, data
 
+    def fetch_range(self, ref: MessageRef, offset: int, length: int) -> bytes | None:
+        if offset < 0 or length <= 0:
+            raise ValueError("fetch_range needs offset >= 0 and length > 0")
+        path = self._find(ref)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except FileNotFoundError:  # moved by someone else meanwhile
+            return None
+
+    def find_message_id(self, folder: str, message_id: str) -> list[MessageRef]:
+        """Messages in `folder` whose Message-ID header equals `message_id`, oldest first."""
+        wanted = message_id.strip()
+        index = self._index(folder) if self._folder_dir(folder).is_dir() else {}
+        found: list[MessageRef] = []
+        for ref in self.list_folder(folder):
+            path = index.get(ref.key)
+            if path is not None and _message_id(path) == wanted:
+                found.append(ref)
+        return found
+
     # -- changes ---------------------------------------------------------------------------
     def move(self, refs: Sequence[MessageRef], folder: str) -> None:
         target = self._ensure_folder(folder)
@@ -120,7 +161,13 @@ class MaildirSource:
             dest = target / path.parent.name / path.name
             if dest.exists():  # already there (a repeated move after a crash)
                 continue
-            os.rename(path, dest)
+            try:
+                os.rename(path, dest)
+            except FileNotFoundError:  # moved by someone else meanwhile
+                continue
+            except OSError as exc:
+                raise MailboxError(f"{self.identity}: cannot move {ref.key} to {folder!r}: "
+                                   f"{exc.strerror or exc}") from exc
 
     def add_keyword(self, refs: Sequence[MessageRef], keyword: str) -> None:
         for ref in refs:
@@ -179,7 +226,7 @@ class MaildirSource:
         for name in SENT_FALLBACKS:
             if self._folder_dir(name).is_dir():
                 return name
-        return SENT_FALLBACKS[0]
+        return SENT_DEFAULT
 
     # -- internals -------------------------------------------------------------------------
     def _folder_dir(self, folder: str) -> Path:
@@ -195,7 +242,11 @@ class MaildirSource:
     def _ensure_folder(self, folder: str) -> Path:
         d = self._folder_dir(folder)
         if folder != INBOX and not d.is_dir():
-            self.md.add_folder(d.name[1:])
+            try:
+                self.md.add_folder(d.name[1:])
+            except OSError as exc:  # e.g. permissions, a full disk, a file in the way
+                raise MailboxError(f"{self.identity}: cannot create folder {folder!r}: "
+                                   f"{exc.strerror or exc}") from exc
         return d
 
     def _names(self, folder: str) -> frozenset[str]:
@@ -276,6 +327,21 @@ class MaildirSource:
         # Flagged mail lives in cur/ (Maildir spec: new/ is for mail no client has seen).
         dest = path.parent.parent / "cur" / f"{key}{INFO_SEP}{new_info}"
         os.rename(path, dest)
+
+
+def _message_id(path: Path) -> str | None:
+    """The Message-ID of a message file (None when it has none or is gone)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEADER_LIMIT)
+    except FileNotFoundError:
+        return None
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        if sep in head:
+            head = head.split(sep, 1)[0] + sep
+            break
+    value = BytesHeaderParser().parsebytes(head).get("Message-ID")
+    return str(value).strip() if value is not None else None
 
 
 def _read_keywords(folder_dir: Path) -> dict[str, str]:

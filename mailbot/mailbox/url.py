@@ -165,8 +165,9 @@ def source_from_url(
 def source_from_config(cfg: Config, **overrides: Any) -> MailSource:
     """The source configured in `cfg` ([mailbox] and [intake]), not yet opened."""
     parsed = parse_mailbox_url(cfg.mailbox.url, password_env=cfg.mailbox.password_env)
-    if parsed.scheme == "maildir":
-        parsed = MailboxURL(scheme="maildir", path=str(cfg.var_path(parsed.path)))
+    local = maildir_path(cfg)
+    if local is not None:
+        parsed = MailboxURL(scheme="maildir", path=str(local))
     options: dict[str, Any] = {
         "timeout": cfg.mailbox.timeout_seconds,
         "idle_renew_seconds": cfg.intake.idle_renew_seconds,

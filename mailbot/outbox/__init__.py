@@ -1,0 +1,1 @@
+"""Outgoing mail: renders, queues and sends what `app` hands it (imports no other layer)."""

@@ -14,6 +14,7 @@ from asn1crypto import core, pem, x509
 from mailbot import clock
 from mailbot.config import Config
 from mailbot.pki import sm2
+from mailbot.pki.errors import PkiError
 from mailbot.pki.signer import BaseSigner, open_signer
 from mailbot.pki.signer.soft import load_private_key, write_private_key
 
@@ -29,7 +30,7 @@ DN_KEYS = {
 }
 
 
-class CaError(RuntimeError):
+class CaError(PkiError, RuntimeError):
     """The CA cannot be loaded or made; the message says what to do."""
 
 
@@ -148,7 +149,8 @@ class CaState:
         return "".join(pem.armor("CERTIFICATE", c.dump()).decode() for c in self.chain)
 
 
-def _read_certs(path: Path) -> list[x509.Certificate]:
+def read_certificates(path: Path) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle or one DER file, in file order."""
     data = path.read_bytes()
     if pem.detect(data):
         return [x509.Certificate.load(der) for _t, _h, der in pem.unarmor(data, multiple=True)]
@@ -159,14 +161,22 @@ def _cert_key(cert: x509.Certificate) -> bytes:
     return bytes(cert.public_key["public_key"].contents)[1:]
 
 
+def ca_certificate(cfg: Config) -> x509.Certificate:
+    """The configured CA certificate alone (no key: enough to check a CRL against)."""
+    cert_path = cfg.var_path(cfg.ca.cert_path)
+    if not cert_path.exists():
+        raise CaError(f"no CA certificate at {cert_path}: run `mailbot ca init`")
+    return read_certificates(cert_path)[0]
+
+
 def load_ca(cfg: Config) -> CaState:
     """The configured CA: its signer and certificate chain, checked to belong together."""
     cert_path = cfg.var_path(cfg.ca.cert_path)
     if not cert_path.exists():
         raise CaError(f"no CA certificate at {cert_path}: run `mailbot ca init`")
-    certs = _read_certs(cert_path)
+    certs = read_certificates(cert_path)
     if cfg.ca.chain_path:
-        certs += [c for c in _read_certs(cfg.var_path(cfg.ca.chain_path))
+        certs += [c for c in read_certificates(cfg.var_path(cfg.ca.chain_path))
                   if c.dump() != certs[0].dump()]
     signer = open_signer(cfg)
     state = CaState(signer=signer, cert=certs[0], chain=certs)
@@ -216,7 +226,7 @@ def init_ca(cfg: Config, *, import_key: Path | None = None, import_chain: Path |
     if cert_path.exists() and not force:
         raise CaError(f"a CA already exists at {cert_path} (use --force to replace it)")
     passphrase = os.environ.get(cfg.ca.key_passphrase_env, "").encode() or None
-    certs = _read_certs(import_chain) if import_chain is not None else []
+    certs = read_certificates(import_chain) if import_chain is not None else []
     if cfg.ca.signer == "soft":
         if import_key is not None:
             d = load_private_key(import_key.read_bytes(), passphrase)

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 from mailbot import clock
 from mailbot.pki import sm2
 from mailbot.pki.ca import SM3_WITH_SM2, CaState, sig_alg, x509_time
+from mailbot.pki.errors import PkiError
 from mailbot.pki.models import REVOCATION_REASONS, CrlState, IssuedCertificate
 
 
-class RevokeError(RuntimeError):
+class RevokeError(PkiError, RuntimeError):
     """A revocation cannot be done; the message says why."""
 
 
@@ -47,7 +48,11 @@ def serial_of_cert(data: bytes) -> tuple[str, bytes]:
 
 def revoke(session: Session, ca: CaState, serial: str | int, *, reason: str, by: str,
            issuer_key_id: bytes | None = None) -> IssuedCertificate:
-    """Mark a certificate issued by this CA revoked (flushed; the caller commits)."""
+    """Mark a certificate issued by this CA revoked (flushed; the caller commits).
+
+    Writes no audit row: the PKI knows no cases. mailbot.app.revocation.revoke_certificate
+    wraps this and records the revocation in the case's audit log in the same transaction.
+    """
     if reason not in REVOCATION_REASONS:
         raise RevokeError(f"unknown reason {reason!r}; use one of "
                           + ", ".join(REVOCATION_REASONS))
@@ -67,20 +72,8 @@ def revoke(session: Session, ca: CaState, serial: str | int, *, reason: str, by:
     row.revoked_at = clock.now().replace(microsecond=0)
     row.revocation_reason = reason
     row.revoked_by = by.strip()
-    _audit(session, row, by.strip(), reason)
     session.flush()
     return row
-
-
-def _audit(session: Session, row: IssuedCertificate, by: str, reason: str) -> None:
-    from mailbot.cases.audit import append_audit
-    from mailbot.cases.models import Case
-
-    case = None
-    if row.case_ref:
-        case = session.scalars(select(Case).where(Case.ref == row.case_ref)).first()
-    append_audit(session, actor=by, action="revoke_certificate", case=case,
-                 reason=f"{row.kind} certificate serial {row.serial}: {reason}")
 
 
 def _state(session: Session, ca: CaState) -> CrlState:

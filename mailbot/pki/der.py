@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailbot.pki.errors import PkiError
+
 MAX_DEPTH = 48
 
 # Universal tags (first identifier octet as it appears for the usual forms)
@@ -18,7 +20,7 @@ UNIVERSAL_STRING, BMP_STRING, VISIBLE_STRING, NUMERIC_STRING = 0x1C, 0x1E, 0x1A,
 BOOLEAN, SEQUENCE, SET = 0x01, 0x30, 0x31
 
 
-class DerError(ValueError):
+class DerError(PkiError, ValueError):
     """The bytes are not (lenient) DER."""
 
 

@@ -17,29 +17,26 @@ import secrets
 from dataclasses import dataclass
 
 from mailbot.pki import der, sm2
+from mailbot.pki.errors import PkiError
 
 SM4_ECB = "1.2.156.10197.1.104.1"
 SM4_BARE = "1.2.156.10197.1.104"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(PkiError, ValueError):
     """The envelope cannot be read or opened; the message says why."""
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return der.tlv(tag, content)
 
 
 def make_envelope(recipient_sign_pub: bytes, enc_d: int) -> bytes:
     """Wrap the encryption private key enc_d for the holder of recipient_sign_pub."""
     sm2.check_public_key(recipient_sign_pub)
     sym_key = secrets.token_bytes(16)
-    alg = _tlv(0x30, der.enc_oid(SM4_ECB) + b"\x05\x00")
+    alg = der.tlv(0x30, der.enc_oid(SM4_ECB) + b"\x05\x00")
     wrapped = sm2.encrypt(recipient_sign_pub, sym_key)
     enc_pub = sm2.public_key_of(enc_d)
     enc_priv = sm2.sm4_ecb_encrypt(sym_key, enc_d.to_bytes(32, "big"))
-    return _tlv(0x30, alg + wrapped + _tlv(0x03, b"\x00" + enc_pub)
-                + _tlv(0x03, b"\x00" + enc_priv))
+    return der.tlv(0x30, alg + wrapped + der.tlv(0x03, b"\x00" + enc_pub)
+                + der.tlv(0x03, b"\x00" + enc_priv))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
-"""Issue a dual certificate pair for one approved CSR (GM/T 0015 / GB/T 20518 profile).
+"""Issue a dual certificate pair for one approved request (GM/T 0015 / GB/T 20518 profile).
 
-Signing certificate: the applicant's key from the CSR. Encryption certificate: a key pair made
-here; its private key leaves only inside an SM2EnvelopedKey to the applicant's signing key
-(envelope.py) and is never stored or logged.
+Signing certificate: the applicant's key from the CSR. Encryption certificate: a key pair the
+signer's issuance generates; its private key leaves only inside an SM2EnvelopedKey to the
+applicant's signing key (envelope.py) and is never stored or logged.
+
+The PKI knows no cases: the caller hands in the `Approval` and the `ApprovalCheck` that
+confirms it (mailbot.app.issuance.issue_for_case wires the cases' check); the signer calls the
+check before each of the two signatures.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from asn1crypto import x509
 from sqlalchemy import select
@@ -17,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot import clock
-from mailbot.pki import der, envelope, sm2
+from mailbot.pki import der, sm2
+from mailbot.pki.approval import Approval, ApprovalCheck, check_approval
 from mailbot.pki.ca import (
     CaState,
     add_years,
@@ -29,8 +35,12 @@ from mailbot.pki.ca import (
     spki_of,
     x509_time,
 )
+from mailbot.pki.errors import ApprovalRequired, PkiError
 from mailbot.pki.models import IssuedCertificate
-from mailbot.pki.signer import Approval, check_approval, load_approval
+from mailbot.pki.signer import Issuance
+
+if TYPE_CHECKING:
+    from mailbot.pki.csr import CsrReport
 
 KEY_USAGE = {
     "sign": {"digital_signature", "non_repudiation"},
@@ -40,7 +50,7 @@ SERIAL_ATTEMPTS = 5
 _SIG_ALG_DER = sig_alg().dump()
 
 
-class IssueError(RuntimeError):
+class IssueError(PkiError, RuntimeError):
     """Issuance refused; the message says why."""
 
 
@@ -110,16 +120,33 @@ def build_tbs(ca: CaState, *, kind: str, subject: x509.Name, public_key: bytes, 
     })
 
 
-def sign_tbs(ca: CaState, tbs: x509.TbsCertificate, approval: Approval) -> bytes:
+def sign_tbs(ca: CaState, tbs: x509.TbsCertificate, issuance: Issuance, kind: str) -> bytes:
     tbs_der = tbs.dump()
-    sig = ca.signer.sign(tbs_der, approval)
+    sig = issuance.sign(tbs_der, kind)
     # Certificate ::= SEQUENCE { tbs, sigAlg, BIT STRING sig }, over the exact bytes signed
     return der.tlv(0x30, tbs_der + _SIG_ALG_DER + der.tlv(0x03, b"\x00" + sig))
 
 
-def _issue_one(session: Session, ca: CaState, approval: Approval, *, kind: str,
+def _approval_used(session: Session, approval: Approval, kind: str) -> IssuedCertificate | None:
+    return session.scalars(select(IssuedCertificate).where(
+        IssuedCertificate.approval_audit_id == approval.audit_id,
+        IssuedCertificate.kind == kind).limit(1)).first()
+
+
+def _refuse_used(row: IssuedCertificate, approval: Approval) -> ApprovalRequired:
+    return ApprovalRequired(
+        f"approval {approval.audit_id} of {approval.case_ref} already issued its {row.kind} "
+        f"certificate (serial {row.serial}): one approval gives one pair; approve again to "
+        "issue again")
+
+
+def _issue_one(session: Session, ca: CaState, issuance: Issuance, *, kind: str,
                subject: x509.Name, public_key: bytes, not_before: datetime,
                not_after: datetime, crl_url: str) -> tuple[bytes, str]:
+    approval = issuance.approval
+    used = _approval_used(session, approval, kind)
+    if used is not None:
+        raise _refuse_used(used, approval)
     for _ in range(SERIAL_ATTEMPTS):
         serial = random_serial()
         tbs = build_tbs(ca, kind=kind, subject=subject, public_key=public_key, serial=serial,
@@ -131,59 +158,71 @@ def _issue_one(session: Session, ca: CaState, approval: Approval, *, kind: str,
             approval_audit_id=approval.audit_id, approved_by=approval.staff,
         )
         try:
-            # reserve the serial first: the unique (issuer, serial) constraint decides
+            # reserve the serial and the (approval, kind) slot first: the unique constraints
+            # decide, also against another process issuing at the same time
             with session.begin_nested():
                 session.add(row)
                 session.flush()
         except IntegrityError:
+            used = _approval_used(session, approval, kind)
+            if used is not None:
+                raise _refuse_used(used, approval) from None
             continue
-        der = sign_tbs(ca, tbs, approval)
-        row.der = der
+        cert = sign_tbs(ca, tbs, issuance, kind)
+        row.der = cert
         session.flush()
-        return der, row.serial
+        return cert, row.serial
     raise IssueError("could not find an unused serial number")  # pragma: no cover
 
 
-def issue_pair(session: Session, ca: CaState, case_ref: str, csr_public_key: bytes,
-               csr_subject: dict[str, str], *, company: str | None = None,
-               common_name: str | None = None, crl_url: str = "",
-               validity_years: int = 10) -> IssuedPair:
-    """Sign + encryption certificates and the envelope for one approved case.
+def issue_pair(session: Session, ca: CaState, approval: Approval, check: ApprovalCheck,
+               csr_public_key: bytes, csr_subject: dict[str, str], *,
+               company: str | None = None, common_name: str | None = None,
+               crl_url: str = "", validity_years: int = 10) -> IssuedPair:
+    """Sign + encryption certificates and the envelope for one approved request.
 
-    Rows are added to `session` (flushed, not committed: the caller commits with its case
-    transition). The approval is always read from the case's audit log, never taken on trust.
+    `check` confirms `approval` (in the caller's transaction) before each signature, and the
+    signing key must be the one the approval names. Rows are added to `session` (flushed, not
+    committed: the caller commits with its own records).
     """
-    approval = check_approval(load_approval(session, case_ref))
-    sm2.check_public_key(csr_public_key)
+    approval = check_approval(approval)
+    try:
+        sm2.check_public_key(csr_public_key)
+    except sm2.SM2Error as exc:
+        raise IssueError(f"the request's public key is not usable: {exc}") from exc
+    issuance = ca.signer.begin_issuance(approval, check)
+    issuance.confirm_request_key(csr_public_key)
     subject = build_name(subject_fields(csr_subject, company, common_name))
     not_before, not_after = validity(ca, validity_years)
-    sign_der, sign_serial = _issue_one(session, ca, approval, kind="sign", subject=subject,
+    sign_der, sign_serial = _issue_one(session, ca, issuance, kind="sign", subject=subject,
                                        public_key=csr_public_key, not_before=not_before,
                                        not_after=not_after, crl_url=crl_url)
-    enc_d = sm2.generate_private_key()
-    try:
-        enc_pub = sm2.public_key_of(enc_d)
-        env = envelope.make_envelope(csr_public_key, enc_d)
-    finally:
-        del enc_d  # only the envelope keeps it, encrypted
-    enc_der, enc_serial = _issue_one(session, ca, approval, kind="enc", subject=subject,
+    enc_pub, env = issuance.make_encryption_key(csr_public_key)
+    enc_der, enc_serial = _issue_one(session, ca, issuance, kind="enc", subject=subject,
                                      public_key=enc_pub, not_before=not_before,
                                      not_after=not_after, crl_url=crl_url)
-    return IssuedPair(case_ref=case_ref, sign_cert=sign_der, enc_cert=enc_der, envelope=env,
-                      sign_serial=sign_serial, enc_serial=enc_serial, not_before=not_before,
-                      not_after=not_after, approval=approval)
+    return IssuedPair(case_ref=approval.case_ref, sign_cert=sign_der, enc_cert=enc_der,
+                      envelope=env, sign_serial=sign_serial, enc_serial=enc_serial,
+                      not_before=not_before, not_after=not_after, approval=approval)
 
 
-def issue_for_case(session: Session, ca: CaState, case_ref: str, csr_der: bytes, *,
-                   company: str | None, common_name: str | None = None, crl_url: str = "",
-                   validity_years: int = 10) -> IssuedPair:
-    """Check the CSR again (check_csr) and issue; refuses an invalid request."""
+def checked_request(session: Session, csr_der: bytes, what: str = "the request") -> CsrReport:
+    """check_csr again, at issuing time; IssueError unless the request is valid."""
     from mailbot.pki.csr import check_csr
 
     report = check_csr(csr_der, key_already_certified=key_already_certified(session))
     if not report.valid or report.public_key is None:
-        raise IssueError(f"the CSR of {case_ref} is not valid: {', '.join(report.codes)}")
-    return issue_pair(session, ca, case_ref, report.public_key, report.subject_fields,
+        raise IssueError(f"the CSR of {what} is not valid: {', '.join(report.codes)}")
+    return report
+
+
+def issue_from_csr(session: Session, ca: CaState, approval: Approval, check: ApprovalCheck,
+                   csr_der: bytes, *, company: str | None, common_name: str | None = None,
+                   crl_url: str = "", validity_years: int = 10) -> IssuedPair:
+    """Check the CSR again (check_csr) and issue under `approval`; refuses an invalid request."""
+    report = checked_request(session, csr_der, approval.case_ref)
+    assert report.public_key is not None
+    return issue_pair(session, ca, approval, check, report.public_key, report.subject_fields,
                       company=company, common_name=common_name, crl_url=crl_url,
                       validity_years=validity_years)
 

@@ -1,10 +1,14 @@
-"""PKI tables: certificates issued here (with revocation state) and the CRL counter."""
+"""PKI tables: certificates issued here (with revocation state) and the CRL counter.
+
+They reference no table outside the PKI: the approval a certificate was signed under is kept
+by its id and staff name only (the case side records which certificates a case got).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailbot.clock import now
@@ -21,10 +25,15 @@ REVOCATION_REASONS: dict[str, int] = {
 
 
 class IssuedCertificate(Base):
-    """One certificate signed by a CA key of ours; serial unique per issuer (the DB says so)."""
+    """One certificate signed by a CA key of ours; serial unique per issuer (the DB says so).
+
+    One approval gives one pair: (approval_audit_id, kind) is unique, so a second sign or enc
+    certificate under the same approval fails at the database, whoever asks for it.
+    """
 
     __tablename__ = "pki_certificates"
-    __table_args__ = (UniqueConstraint("issuer_key_id", "serial"),)
+    __table_args__ = (UniqueConstraint("issuer_key_id", "serial"),
+                      UniqueConstraint("approval_audit_id", "kind"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     issuer_key_id: Mapped[str] = mapped_column(String(64))  # hex SKI of the issuing CA
@@ -37,9 +46,9 @@ class IssuedCertificate(Base):
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     der: Mapped[bytes] = mapped_column(LargeBinary)
     public_key: Mapped[str] = mapped_column(String(130), index=True)  # hex of 04||X||Y
-    # the approval (an audit_log row of the case) the signature was made under
-    approval_audit_id: Mapped[int | None] = mapped_column(ForeignKey("audit_log.id"),
-                                                          nullable=True)
+    # Approval.audit_id of the approval the signature was made under (no foreign key: the
+    # PKI's tables stand alone)
+    approval_audit_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     approved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

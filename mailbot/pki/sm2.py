@@ -18,6 +18,9 @@ import hmac
 import os
 import secrets
 
+from mailbot.pki.der import tlv
+from mailbot.pki.errors import PkiError
+
 DEFAULT_ID = b"1234567812345678"
 
 # sm2p256v1 (GB/T 32918.5-2017)
@@ -31,7 +34,7 @@ GY = 0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0
 _CURVE_BYTES = b"".join(v.to_bytes(32, "big") for v in (A, B, GX, GY))
 
 
-class SM2Error(ValueError):
+class SM2Error(PkiError, ValueError):
     """Malformed or unusable SM2 input (key, signature, ciphertext)."""
 
 
@@ -55,24 +58,13 @@ else:  # pragma: no cover - only on builds whose OpenSSL lacks SM3
 # ---------------------------------------------------------------------------------------------
 # Strict DER for SM2Signature and SM2Cipher
 
-def _der_len(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(raw)]) + raw
-
-
 def _der_int(v: int) -> bytes:
     if v < 0:
         raise SM2Error("negative integer")
     raw = v.to_bytes(v.bit_length() // 8 + 1, "big")  # leading 00 only when the top bit is set
     if len(raw) > 1 and raw[0] == 0 and raw[1] < 0x80:
         raw = raw[1:]
-    return b"\x02" + _der_len(len(raw)) + raw
-
-
-def _der_tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _der_len(len(content)) + content
+    return tlv(0x02, raw)
 
 
 def _read_tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
@@ -119,7 +111,7 @@ def _read_uint(buf: bytes, pos: int, end: int, max_bytes: int = 33) -> tuple[int
 
 def encode_signature(r: int, s: int) -> bytes:
     """DER SM2Signature ::= SEQUENCE { r INTEGER, s INTEGER } with minimal integers."""
-    return _der_tlv(0x30, _der_int(r) + _der_int(s))
+    return tlv(0x30, _der_int(r) + _der_int(s))
 
 
 def decode_signature(der: bytes) -> tuple[int, int]:
@@ -575,7 +567,7 @@ def encrypt(pub: bytes, plaintext: bytes) -> bytes:
             break
     c2 = bytes(a ^ b for a, b in zip(plaintext, t, strict=True))
     c3 = sm3(x2b + bytes(plaintext) + y2b)
-    return _der_tlv(0x30, _der_int(x1) + _der_int(y1) + _der_tlv(0x04, c3) + _der_tlv(0x04, c2))
+    return tlv(0x30, _der_int(x1) + _der_int(y1) + tlv(0x04, c3) + tlv(0x04, c2))
 
 
 def decode_cipher(der: bytes) -> tuple[int, int, bytes, bytes]:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tests.mailbuilders import (
+from tests.support.mailbuilders import (
     PNG,
     Att,
     Mail,

@@ -2,12 +2,13 @@
 
 Who may make a CA signature, and why (the design):
 
-* End-entity certificates are signed only under an **approval record**: the audit_log row of
-  the case whose transition went to ``approved`` (actor = the staff member, time = when). The
-  audit log is SM3-chained and append-only, so the authority for every signature is the same
-  tamper-evident row staff already produce; no second approvals table can drift from it.
-  ``load_approval(session, case_ref)`` is the only way issuance gets one, and ``Signer.sign``
-  refuses anything that is not such a record.
+* End-entity certificates are signed only inside an **issuance** (`Signer.begin_issuance`,
+  signer/issuance.py): one pair (sign.cer, env.cer) under one `Approval`, with the
+  `ApprovalCheck` the caller hands in (mailbot.app gives mailbot.cases' check, which re-reads
+  the audit row that approved the case in the signing transaction). Before every end-entity
+  signature the issuance calls ``check.confirm(approval)`` and refuses a TBSCertificate that
+  is a CA (cA TRUE, keyCertSign, cRLSign) or carries another key than the approved request's
+  (sign) or the encryption key the issuance itself generated (enc).
 * The CA's own structures are no case: a CRL and the self-signed root are **CA operations**,
   signed through ``Signer.sign_ca_operation(tbs, purpose)``. That path checks the TBS really
   is what the purpose says (a TBSCertList; or a TBSCertificate with subject == issuer, the
@@ -17,84 +18,30 @@ Who may make a CA signature, and why (the design):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from mailbot.pki import sm2
+from mailbot.pki.approval import Approval, ApprovalCheck, check_approval, key_fingerprint
+from mailbot.pki.errors import ApprovalRequired, PkiError, SignerError
+from mailbot.pki.signer.issuance import Issuance
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from mailbot.config import CaConfig, Config
+
+__all__ = [
+    "CA_PURPOSES", "Approval", "ApprovalCheck", "ApprovalRequired", "BaseSigner", "CaPurpose",
+    "Issuance", "PkiError", "Signer", "SignerError", "check_approval", "key_fingerprint",
+    "open_signer",
+]
 
 CaPurpose = Literal["crl", "self_signed_root"]
 CA_PURPOSES: tuple[str, ...] = ("crl", "self_signed_root")
 
 
-class SignerError(RuntimeError):
-    """The signer cannot sign (key unreadable, device error, ...); the message is for people."""
-
-
-class ApprovalRequired(SignerError):
-    """A signature was asked for without a valid approval record."""
-
-
-@dataclass(frozen=True)
-class Approval:
-    """The staff approval of one case: an audit_log row (to_state 'approved')."""
-
-    case_ref: str
-    staff: str
-    at: datetime
-    audit_id: int
-
-
-def load_approval(session: Session, case_ref: str) -> Approval:
-    """The latest staff approval of the case, from its audit log; raises ApprovalRequired."""
-    from sqlalchemy import select
-
-    from mailbot.cases.models import AuditEntry, Case
-
-    case = session.scalars(select(Case).where(Case.ref == case_ref)).first()
-    if case is None:
-        raise ApprovalRequired(f"no case {case_ref}: nothing to issue under")
-    row = session.scalars(
-        select(AuditEntry)
-        .where(AuditEntry.case_id == case.id, AuditEntry.to_state == "approved")
-        .order_by(AuditEntry.id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        raise ApprovalRequired(f"case {case_ref} has no approval in its audit log")
-    if not _is_staff(row.actor):
-        raise ApprovalRequired(f"case {case_ref} was moved to approved by {row.actor!r}, "
-                               "which is not a staff member")
-    if case.state != "approved":
-        raise ApprovalRequired(f"case {case_ref} is {case.state}, not approved: "
-                               "an earlier approval does not count")
-    return Approval(case_ref=case_ref, staff=row.actor, at=row.at, audit_id=row.id)
-
-
-def _is_staff(actor: str) -> bool:
-    # automatic actors are "system" and "message:<id>"; staff give a name with --by
-    return bool(actor.strip()) and actor != "system" and not actor.startswith("message:")
-
-
-def check_approval(approval: object) -> Approval:
-    """Refuse unless `approval` is a complete approval record."""
-    if not isinstance(approval, Approval):
-        raise ApprovalRequired("refusing to sign: no approval record for this case")
-    if not (approval.case_ref and _is_staff(approval.staff) and approval.audit_id
-            and isinstance(approval.at, datetime)):
-        raise ApprovalRequired("refusing to sign: the approval record is incomplete")
-    return approval
-
-
 class Signer(Protocol):
     def public_key(self) -> bytes: ...
 
-    def sign(self, tbs: bytes, approval: Approval) -> bytes: ...
+    def begin_issuance(self, approval: Approval, check: ApprovalCheck) -> Issuance: ...
 
     def sign_ca_operation(self, tbs: bytes, purpose: CaPurpose) -> bytes: ...
 
@@ -116,10 +63,10 @@ class BaseSigner:
         r, s = self._sign_digest(e)
         return sm2.encode_signature(r, s)
 
-    def sign(self, tbs: bytes, approval: Approval) -> bytes:
-        """DER SM2Signature over an end-entity TBS, only under an approval record."""
-        check_approval(approval)
-        return self._sign(tbs)
+    def begin_issuance(self, approval: Approval, check: ApprovalCheck) -> Issuance:
+        """The only way to end-entity signatures: one pair under `approval`, confirmed by
+        `check` now and again before each signature (raises ApprovalRequired)."""
+        return Issuance(self, approval, check)
 
     def sign_ca_operation(self, tbs: bytes, purpose: CaPurpose) -> bytes:
         """Sign one of the CA's own structures (CRL, self-signed root); checked to be one."""

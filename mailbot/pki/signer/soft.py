@@ -17,7 +17,7 @@ from pathlib import Path
 
 from asn1crypto import core, keys
 
-from mailbot.pki import sm2
+from mailbot.pki import der, sm2
 from mailbot.pki.signer import BaseSigner, SignerError
 
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
@@ -37,31 +37,23 @@ def check_key_file_mode(path: Path) -> None:
                            "read it; run: chmod 600 " + str(path))
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes([tag, n]) + content
-    ln = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(ln)]) + ln + content
-
-
 _SM2_OID_DER = bytes.fromhex("06082A811CCF5501822D")
 _EC_OID_DER = bytes.fromhex("06072A8648CE3D0201")
 
 
 def _ec_private_key_der(d: int, with_params: bool) -> bytes:
     # ECPrivateKey (SEC1): version 1, 32-octet d, [0] curve (SEC1 form only), [1] public key
-    body = bytes.fromhex("020101") + _tlv(0x04, d.to_bytes(32, "big"))
+    body = bytes.fromhex("020101") + der.tlv(0x04, d.to_bytes(32, "big"))
     if with_params:
-        body += _tlv(0xA0, _SM2_OID_DER)
-    body += _tlv(0xA1, _tlv(0x03, b"\x00" + sm2.public_key_of(d)))
-    return _tlv(0x30, body)
+        body += der.tlv(0xA0, _SM2_OID_DER)
+    body += der.tlv(0xA1, der.tlv(0x03, b"\x00" + sm2.public_key_of(d)))
+    return der.tlv(0x30, body)
 
 
 def pkcs8_der(d: int) -> bytes:
     """PKCS#8 PrivateKeyInfo as OpenSSL writes an SM2 key (id-ecPublicKey + sm2 curve)."""
-    alg = _tlv(0x30, _EC_OID_DER + _SM2_OID_DER)
-    return _tlv(0x30, bytes.fromhex("020100") + alg + _tlv(0x04, _ec_private_key_der(d, False)))
+    alg = der.tlv(0x30, _EC_OID_DER + _SM2_OID_DER)
+    return der.tlv(0x30, bytes.fromhex("020100") + alg + der.tlv(0x04, _ec_private_key_der(d, False)))
 
 
 def sec1_der(d: int) -> bytes:

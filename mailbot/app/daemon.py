@@ -1,0 +1,180 @@
+"""The daemon: every job once per cycle (mail first), IDLE or polling between cycles.
+
+`run_once` runs every job once and returns; `run_forever` loops on the mailbox's
+`wait_for_changes` (IMAP IDLE where offered), reconnects with backoff when a job cannot
+reach its server or database, and stops cleanly on SIGTERM/SIGINT: no new work is taken,
+the step in hand finishes, and a wait (IDLE, poll, reconnect backoff) ends within a second.
+Every step is transactional, so stopping (or being killed) anywhere loses nothing: the next
+start picks up from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailbot.cases.recorder import CaseRecorder
+from mailbot.config import Config, load_rule_settings
+from mailbot.db import make_engine, session_factory
+from mailbot.intake.ingest import IngestReport
+from mailbot.intake.pipeline import IntakePipeline
+from mailbot.intake.processor import ProcessReport
+from mailbot.mailbox.base import MailSource
+from mailbot.rules.materials import required_materials
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 1.0
+BACKOFF_MAX = 300.0
+# `run --once` gives an unreachable mailbox this many reconnect attempts (1 + 2 + 4 s), not
+# the daemon's patient six: the operator is waiting for an answer.
+ONCE_RECONNECTS = 3
+
+# Further jobs (staff flags, issuance, outbox, expiry) register here: fn(daemon) -> None.
+# They run once per cycle after the mail, in order, each failure logged and contained.
+Job = Callable[["Daemon"], None]
+EXTRA_JOBS: list[tuple[str, Job]] = []
+
+
+class Shutdown(BaseException):
+    """Raised in the main thread to leave a blocking wait (IDLE, poll, backoff) at once."""
+
+
+@dataclass
+class CycleReport:
+    intake: IngestReport = field(default_factory=IngestReport)
+    processing: ProcessReport = field(default_factory=ProcessReport)
+    errors: list[str] = field(default_factory=list)  # jobs that could not do their work
+    move_error: str | None = None  # the mailbox refuses to move mail (no failure of the run)
+    stopped: bool = False  # a stop request ended the cycle before every job ran
+
+
+class Daemon:
+    def __init__(self, cfg: Config, *, source: MailSource | None = None,
+                 engine: Engine | None = None, once: bool = False) -> None:
+        self.cfg = cfg
+        self._stop = threading.Event()
+        self._waiting = False
+        self.engine = engine or make_engine(cfg.database_url)
+        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        if source is None:
+            from mailbot.mailbox.url import source_from_config
+
+            retries = {"max_retries": ONCE_RECONNECTS} if once else {}
+            source = source_from_config(cfg, sleep=self.sleep, **retries)
+        self.source = source
+        required = required_materials(load_rule_settings(cfg.rules_dir))
+        self.intake = IntakePipeline(cfg, self.sessions, source, CaseRecorder(required))
+
+    # -- stopping ---------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        """Every wait of the daemon (and of its mailbox): ends at once on a stop request."""
+        with self._wait():
+            if self._stop.wait(seconds):
+                raise Shutdown()
+
+    @contextmanager
+    def _wait(self) -> Iterator[None]:
+        if self._stop.is_set():
+            raise Shutdown()
+        self._waiting = True
+        try:
+            yield
+        finally:
+            self._waiting = False
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping after the current step", signum)
+        self._stop.set()
+        if self._waiting:
+            raise Shutdown()
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    # -- one cycle --------------------------------------------------------------------------
+    def cycle(self, *, full_sweep: bool | None = None) -> CycleReport:
+        """Every job once, mail first; a job that fails is reported and the others still run."""
+        report = CycleReport()
+
+        def mail(_daemon: Daemon) -> None:
+            got = self.intake.cycle(full_sweep=full_sweep)
+            report.intake, report.processing = got.intake, got.processing
+            report.move_error = got.move_error
+
+        for name, job in [("mail", mail), *EXTRA_JOBS]:
+            if self.stopping:
+                report.stopped = True
+                break
+            try:
+                job(self)
+            except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the rest
+                log.warning("job %s failed: %s: %s", name, type(exc).__name__, exc,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+                report.errors.append(f"{name}: {exc}")
+        i, p = report.intake, report.processing
+        log.info("cycle: listed %d, new %d, duplicate %d, oversize %d, moved %d, not moved %d;"
+                 " processed %d, cases opened %d, failed %d, parked %d", i.listed, i.archived,
+                 i.duplicates, i.oversize, i.moved, i.move_failed, p.processed, p.cases_opened,
+                 p.failed, len(p.parked))
+        return report
+
+    def run_once(self) -> CycleReport:
+        try:
+            with self._signals():
+                return self.cycle()
+        except Shutdown:
+            return CycleReport(stopped=True)
+        finally:
+            self.close()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run_forever(self) -> int:
+        backoff = BACKOFF_START
+        try:
+            with self._signals():
+                while not self.stopping:
+                    report = self.cycle()
+                    if report.errors:
+                        # A server or the database is out of reach: reconnect after a while.
+                        log.warning("trying again in %.0f s", backoff)
+                        self.source.close()
+                        self.sleep(backoff)
+                        backoff = min(backoff * 2, BACKOFF_MAX)
+                        continue
+                    backoff = BACKOFF_START
+                    with self._wait():
+                        self.source.wait_for_changes(self.intake.wait_seconds())
+        except Shutdown:
+            pass
+        finally:
+            self.close()
+        log.info("stopped cleanly")
+        return 0
+
+    def close(self) -> None:
+        self.intake.close()

@@ -1,0 +1,52 @@
+"""`mailbot reprocess`: parked messages back to `archived`, then analysed and recorded again."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, or_, select
+
+from mailbot.cases.recorder import CaseRecorder
+from mailbot.config import Config, load_rule_settings
+from mailbot.db import make_engine, session_factory
+from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PARKED, Message
+from mailbot.intake.processor import Processor, ProcessReport
+from mailbot.rules.materials import required_materials
+
+
+def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
+              engine: Engine | None = None) -> tuple[list[int], list[str], ProcessReport]:
+    """Put parked messages back to `archived` (attempts reset) and process them.
+
+    targets: message row ids or Message-IDs (with or without <>). Returns (row ids reset,
+    targets not found or not parked, the processing report).
+    """
+    eng = engine or make_engine(cfg.database_url)
+    sessions = session_factory(eng)
+    reset: list[int] = []
+    unknown: list[str] = []
+    with sessions() as s:
+        rows: list[Message] = []
+        if all_parked:
+            rows.extend(s.scalars(select(Message).where(Message.status == MESSAGE_PARKED)))
+        for t in targets:
+            cond = [Message.message_id == t, Message.message_id == f"<{t.strip('<>')}>"]
+            if t.isdigit():
+                cond.append(Message.id == int(t))
+            found = [m for m in s.scalars(select(Message).where(or_(*cond)))
+                     if m.status == MESSAGE_PARKED]
+            if not found:
+                unknown.append(t)
+            rows.extend(found)
+        for row in {r.id: r for r in rows}.values():
+            row.status, row.attempts, row.last_error = MESSAGE_ARCHIVED, 0, None
+            reset.append(row.id)
+        s.commit()
+    report = ProcessReport()
+    if reset:
+        sink = CaseRecorder(required_materials(load_rule_settings(cfg.rules_dir)))
+        with Processor(cfg, sessions, sink) as proc:
+            proc.submit(reset)
+            proc.drain()
+            report = proc.report
+    if engine is None:
+        eng.dispose()
+    return sorted(reset), unknown, report

@@ -1,0 +1,126 @@
+"""`mailbot run [--once]`, `mailbot reprocess`, `mailbot status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from mailbot.app.status import collect_status
+from mailbot.cli.errors import EXIT_INTERRUPTED, UsageError
+from mailbot.config import Config
+from mailbot.db import require_schema
+
+log = logging.getLogger(__name__)
+
+
+def _prepare(cfg: Config) -> None:
+    """Folders and schema as `mailbot init` makes them, so `run` works on a fresh ./var."""
+    from mailbot.app.workspace import init_workspace
+
+    init_workspace(cfg)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mailbot.app.daemon import Daemon
+
+    cfg: Config = args.config
+    # A failure to start or of the run itself (mailbox, database) propagates to the one
+    # handler in mailbot.cli.main: one line, exit 1 (2 for a configuration mistake).
+    _prepare(cfg)
+    daemon = Daemon(cfg, once=args.once)
+    if not args.once:
+        return daemon.run_forever()
+    report = daemon.run_once()
+    i, p = report.intake, report.processing
+    print(f"intake / 收件: listed {i.listed}, new {i.archived}, duplicate {i.duplicates}, "
+          f"oversize {i.oversize}, moved {i.moved}")
+    print(f"processing / 处理: processed {p.processed}, cases opened {p.cases_opened}, "
+          f"failed {p.failed}, parked {len(p.parked)}")
+    if report.move_error:  # reported, but no failure of the run: the mail was processed
+        print(f"mailbox / 邮箱: {i.move_failed} message(s) left in the inbox, moving failed:"
+              f" {report.move_error} / 邮件已处理, 但未能移出收件箱", file=sys.stderr)
+    for err in report.errors:
+        print(f"job error / 任务错误: {err}", file=sys.stderr)
+    if report.stopped:  # Ctrl-C: the step in hand finished, the rest waits for the next run
+        print("mailbot: interrupted; the rest waits for the next run / 已中断", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 1 if report.errors else 0
+
+
+def _cmd_reprocess(args: argparse.Namespace) -> int:
+    from mailbot.app.reprocess import reprocess
+
+    if not args.targets and not args.all_parked:
+        raise UsageError("reprocess: name message rows or Message-IDs, or --all-parked",
+                         "请指定邮件编号或 Message-ID，或 --all-parked")
+    cfg: Config = args.config
+    require_schema(cfg.database_url)  # nothing to reprocess, and nothing created, without one
+    reset, unknown, report = reprocess(cfg, args.targets, all_parked=args.all_parked)
+    for t in unknown:
+        print(f"not parked or not found / 未找到或未搁置: {t}", file=sys.stderr)
+    print(f"reprocess / 重新处理: {len(reset)} message(s); processed {report.processed}, "
+          f"failed {report.failed}, parked again {len(report.parked)}")
+    if not reset:
+        return 1
+    return 1 if unknown or report.failed else 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    require_schema(args.config.database_url)  # read-only: no database yet is exit 1, not a new one
+    st = collect_status(args.config)
+    if args.json:
+        print(json.dumps(st, ensure_ascii=False, indent=2))
+        return 0
+    print("Messages / 邮件:")
+    for status, n in sorted(st["messages"].items()):
+        print(f"  {status:<12} {n}")
+    if not st["messages"]:
+        print("  (none / 无)")
+    print("Cases / 案件:")
+    for state, n in sorted(st["cases"].items()):
+        print(f"  {state:<22} {n}")
+    if not st["cases"]:
+        print("  (none / 无)")
+    print("Mailboxes / 邮箱 (last poll / 最近收取):")
+    for m in st["mailboxes"]:
+        print(f"  {m['source']}  last poll {m['last_poll']}  last sweep {m['last_sweep']}"
+              f"  last UID {m['last_uid']}")
+    if not st["mailboxes"]:
+        print("  (never polled / 尚未收取)")
+    print("Parked messages / 搁置的邮件 (mailbot reprocess ID):")
+    for r in st["parked"]:
+        print(f"  #{r['id']} {r['message_id'] or '-'} {r['subject'] or ''!s}"
+              f"  attempts {r['attempts']}: {r['error'] or ''}")
+    if not st["parked"]:
+        print("  (none / 无)")
+    print("Oversize messages left on the server / 超过大小限制、留在服务器上的邮件:")
+    for r in st["oversize"]:
+        print(f"  #{r['id']} {r['source']} UID {r['uid'] or r['key']} {r['size']} bytes")
+    if not st["oversize"]:
+        print("  (none / 无)")
+    nm = st["not_moved"]
+    print("Processed but not moved out of the inbox / 已处理但未能移出收件箱:")
+    if nm["count"]:
+        print(f"  {nm['count']} message(s) since {nm['since']}: the mailbox refuses the move"
+              " (see the log); tried again every cycle / 每个周期重试")
+    else:
+        print("  (none / 无)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="the daemon: read mail, record cases, run jobs / 运行")
+    p.add_argument("--once", action="store_true",
+                   help="run every job once (all waiting mail, then processing) and exit"
+                        " / 只运行一次")
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("reprocess", help="process parked messages again / 重新处理搁置的邮件")
+    p.add_argument("targets", nargs="*", metavar="MESSAGE_ID_OR_ROW",
+                   help="message row id or Message-ID")
+    p.add_argument("--all-parked", action="store_true", help="every parked message / 全部")
+    p.set_defaults(func=_cmd_reprocess)
+    p = sub.add_parser("status", help="messages, cases, last poll, parked mail / 状态")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)

@@ -1,0 +1,1 @@
+"""Package data, not code: this folder ships as `mailbot._templates` (see pyproject.toml)."""

@@ -1,0 +1,140 @@
+"""Revocation and CRLs: OpenSSL parses them; the signature is checked by an independent verifier."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from asn1crypto import crl, pem
+
+from mailbot.cli import main
+from mailbot.pki import crl as crl_mod
+from mailbot.pki import issue, sm2
+from mailbot.pki.models import IssuedCertificate
+from tests.support.pki_issue import (
+    approved_case,
+    independent_verify,
+    issue_approved,
+    openssl,
+    write_config,
+)
+
+pytest_plugins = ["tests.support.pki_issue_fixtures"]
+
+
+def _issue(session, ca_state, ref: str) -> issue.IssuedPair:
+    approved_case(session, ref)
+    out = issue_approved(session, ca_state, ref, sm2.public_key_of(sm2.generate_private_key()),
+                         {"CN": ref}, company="Xiamen Test Trading")
+    session.commit()
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_revoke_and_crl(session, ca_state, tmp_path):
+    a = _issue(session, ca_state, "XM-2026-0201")
+    b = _issue(session, ca_state, "XM-2026-0202")
+    first = crl_mod.make_crl(session, ca_state, next_update_days=7)
+    session.commit()
+    crl_mod.revoke(session, ca_state, a.sign_serial, reason="keyCompromise", by="李四")
+    crl_mod.revoke(session, ca_state, b.enc_serial.upper(), reason="superseded", by="李四")
+    session.commit()
+    der = crl_mod.make_crl(session, ca_state, next_update_days=7)
+    session.commit()
+
+    (tmp_path / "ca.crl").write_bytes(der)
+    text = openssl("crl", "-inform", "DER", "-in", "ca.crl", "-noout", "-text",
+                   cwd=tmp_path).stdout.decode()
+    assert "Version 2 (0x1)" in text
+    assert "Signature Algorithm: SM2-with-SM3" in text
+    assert "X509v3 CRL Number: \n                2" in text
+    assert "X509v3 Authority Key Identifier" in text
+    assert a.sign_serial.upper() in text and b.enc_serial.upper() in text
+    assert "Key Compromise" in text and "Superseded" in text
+    assert a.enc_serial.upper() not in text
+
+    # independent verifier (gmssl point arithmetic, hashlib SM3), standard ID
+    cl = crl.CertificateList.load(der)
+    tbs, sig = cl["tbs_cert_list"].dump(), cl["signature"].native
+    assert independent_verify(ca_state.public_key, tbs, sig)
+    assert not independent_verify(ca_state.public_key, tbs, sig, uid=b"")
+    assert der.count(bytes.fromhex("300a06082a811ccf55018375")) == 2  # params absent
+    # monotonic CRL number
+    assert crl.CertificateList.load(first).crl_number_value.native == 1
+    assert cl.crl_number_value.native == 2
+    check = crl_mod.verify_crl(der, ca_state.cert)
+    assert check.ok and check.number == 2 and len(check.revoked) == 2
+
+
+def test_crl_quirk_openssl_cannot_verify_standard_id(session, ca_state, ca_pem, tmp_path):
+    """Documents reference §7 quirk 2: OpenSSL 3.0 checks CRLs with the empty ID only."""
+    pair = _issue(session, ca_state, "XM-2026-0203")
+    crl_mod.revoke(session, ca_state, pair.sign_serial, reason="keyCompromise", by="x")
+    (tmp_path / "ca.crl").write_bytes(pem.armor("X509 CRL", crl_mod.make_crl(session, ca_state)))
+    (tmp_path / "c.pem").write_bytes(pem.armor("CERTIFICATE", pair.sign_cert))
+    res = openssl("verify", "-crl_check", "-CRLfile", "ca.crl", "-vfyopt",
+                  "distid:1234567812345678", "-CAfile", str(ca_pem), "c.pem", cwd=tmp_path,
+                  check=False)
+    assert res.returncode != 0
+    assert b"CRL signature failure" in res.stdout + res.stderr
+
+
+def test_verify_crl_detects_problems(session, ca_state):
+    der = bytearray(crl_mod.make_crl(session, ca_state))
+    i = der.find(b"Trading") if b"Trading" in der else len(der) // 3
+    der[i] ^= 0x01
+    check = crl_mod.verify_crl(bytes(der), ca_state.cert)
+    assert not check.ok
+    assert crl_mod.verify_crl(b"garbage", ca_state.cert).problems[0].startswith("not a readable")
+
+
+def test_revoke_errors(session, ca_state, tmp_path):
+    pair = _issue(session, ca_state, "XM-2026-0204")
+    with pytest.raises(crl_mod.RevokeError, match="no certificate with serial"):
+        crl_mod.revoke(session, ca_state, "abcdef", reason="keyCompromise", by="x")
+    with pytest.raises(crl_mod.RevokeError, match="unknown reason"):
+        crl_mod.revoke(session, ca_state, pair.sign_serial, reason="bored", by="x")
+    with pytest.raises(crl_mod.RevokeError, match="not a hexadecimal"):
+        crl_mod.revoke(session, ca_state, "xyz", reason="keyCompromise", by="x")
+    crl_mod.revoke(session, ca_state, pair.sign_serial, reason="keyCompromise", by="x")
+    with pytest.raises(crl_mod.RevokeError, match="already revoked"):
+        crl_mod.revoke(session, ca_state, pair.sign_serial, reason="keyCompromise", by="x")
+    # by the .cer file an applicant sends
+    serial, aki = crl_mod.serial_of_cert(pem.armor("CERTIFICATE", pair.enc_cert))
+    row = crl_mod.revoke(session, ca_state, serial, reason="cessationOfOperation", by="x",
+                         issuer_key_id=aki)
+    assert row.kind == "enc" and row.revoked_by == "x"
+    with pytest.raises(crl_mod.RevokeError, match="another CA"):
+        crl_mod.revoke(session, ca_state, serial, reason="keyCompromise", by="x",
+                       issuer_key_id=b"\x01" * 20)
+    assert session.query(IssuedCertificate).filter(
+        IssuedCertificate.revoked_at.is_not(None)).count() == 2
+
+
+@pytest.mark.timeout(120)
+def test_cli_crl_revoke_verify(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    base = ["--config", str(cfg)]
+    assert main([*base, "ca", "init"]) == 0
+    capsys.readouterr()
+    assert main([*base, "ca", "crl"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("-----BEGIN X509 CRL-----") and out.strip().endswith("-----")
+    crl_file = tmp_path / "var" / "ca" / "ca.crl"
+    assert crl_file.exists()
+    assert main([*base, "ca", "crl", "--verify", str(crl_file)]) == 0
+    assert "CRL OK (number 1" in capsys.readouterr().out
+    # --der through the real entry point (binary stdout)
+    res = subprocess.run([sys.executable, "-m", "mailbot.cli", *base, "ca", "crl", "--der"],
+                         capture_output=True, timeout=60, check=True)
+    assert res.stdout == crl_file.read_bytes()
+    assert crl.CertificateList.load(res.stdout).crl_number_value.native == 2
+    bad = tmp_path / "bad.crl"
+    data = bytearray(crl_file.read_bytes())
+    data[-3] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    assert main([*base, "ca", "crl", "--verify", str(bad)]) == 1
+    assert "does not verify" in capsys.readouterr().err
+    assert main([*base, "ca", "revoke", "abcd", "--reason", "keyCompromise", "--by", "x"]) == 1
+    assert "no certificate with serial abcd" in capsys.readouterr().err

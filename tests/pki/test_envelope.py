@@ -1,0 +1,156 @@
+"""SM2EnvelopedKey: round trip, opened independently with OpenSSL, wrong keys, tolerated layouts."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from asn1crypto import core, pem, x509
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailbot.app.issuance import issue_for_case
+from mailbot.cli import main
+from mailbot.pki import der, envelope, sm2
+from mailbot.pki.signer.soft import load_private_key
+from tests.support.pki_issue import approved_case, gmssl_public_key, openssl, write_config
+
+pytest_plugins = ["tests.support.pki_issue_fixtures"]
+
+
+class _Alg(core.Sequence):
+    _fields = [("algorithm", core.ObjectIdentifier), ("parameters", core.Any, {"optional": True})]
+
+
+class _SM2Cipher(core.Sequence):
+    _fields = [("x", core.Integer), ("y", core.Integer), ("hash", core.OctetString),
+               ("ciphertext", core.OctetString)]
+
+
+class _Envelope(core.Sequence):
+    """SM2EnvelopedKey written down here from GM/T 0009 (reference §4), independently."""
+
+    _fields = [("sym_alg", _Alg), ("sym_encrypted_key", _SM2Cipher),
+               ("sm2_public_key", core.OctetBitString),
+               ("sm2_encrypted_private_key", core.OctetBitString)]
+
+
+def test_round_trip_and_layout():
+    sign_d, enc_d = sm2.generate_private_key(), sm2.generate_private_key()
+    data = envelope.make_envelope(sm2.public_key_of(sign_d), enc_d)
+    assert envelope.open_envelope(sign_d, data) == enc_d
+    env = _Envelope.load(data, strict=True)
+    assert env["sym_alg"]["algorithm"].dotted == "1.2.156.10197.1.104.1"
+    assert env["sym_alg"]["parameters"].dump() == b"\x05\x00"
+    assert len(env["sm2_encrypted_private_key"].native) == 32  # d, 32 bytes, no padding
+    assert env["sm2_public_key"].native == sm2.public_key_of(enc_d)
+
+
+@pytest.mark.timeout(120)
+def test_opened_by_openssl_independently(session, ca_state, user_csr, tmp_path):
+    """The applicant's OpenSSL key opens the envelope with `pkeyutl -decrypt` + `enc -sm4-ecb`."""
+    key, csr = user_csr
+    approved_case(session, "XM-2026-0101")
+    pair = issue_for_case(session, ca_state, "XM-2026-0101", csr.read_bytes(),
+                          company="Xiamen Test Trading")
+    env = _Envelope.load(pair.envelope, strict=True)
+    (tmp_path / "c.der").write_bytes(env["sym_encrypted_key"].dump())
+    sym = openssl("pkeyutl", "-decrypt", "-inkey", str(key), "-in", "c.der",
+                  cwd=tmp_path).stdout
+    assert len(sym) == 16
+    (tmp_path / "p.bin").write_bytes(env["sm2_encrypted_private_key"].native)
+    plain = openssl("enc", "-d", "-sm4-ecb", "-nopad", "-K", sym.hex(), "-in", "p.bin",
+                    cwd=tmp_path).stdout
+    d = int.from_bytes(plain, "big")
+    # d*G by gmssl equals the envelope's key and the encryption certificate's key
+    enc_cert = x509.Certificate.load(pair.enc_cert)
+    cert_pub = bytes(enc_cert.public_key["public_key"].contents)[1:]
+    assert gmssl_public_key(d) == env["sm2_public_key"].native == cert_pub
+
+
+def test_wrong_key_says_it_does_not_fit():
+    data = envelope.make_envelope(sm2.public_key_of(sm2.generate_private_key()),
+                                  sm2.generate_private_key())
+    with pytest.raises(envelope.EnvelopeError, match="does not fit"):
+        envelope.open_envelope(sm2.generate_private_key(), data)
+
+
+def test_tampering_detected():
+    sign_d, enc_d = sm2.generate_private_key(), sm2.generate_private_key()
+    data = bytearray(envelope.make_envelope(sm2.public_key_of(sign_d), enc_d))
+    data[-1] ^= 1  # last byte of the encrypted private key
+    with pytest.raises(envelope.EnvelopeError, match="does not match"):
+        envelope.open_envelope(sign_d, bytes(data))
+    with pytest.raises(envelope.EnvelopeError, match="not an SM2EnvelopedKey"):
+        envelope.open_envelope(sign_d, b"\x30\x03\x02\x01\x00")
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.open_envelope(sign_d, bytes(data[:-5]))
+
+
+def test_accepts_64_byte_field_and_bare_sm4_oid():
+    """Other layouts in the wild: d right-aligned in 64 bytes (SDF/SKF), OID ...104 alone."""
+    sign_d, enc_d = sm2.generate_private_key(), sm2.generate_private_key()
+    sym = os.urandom(16)
+    body = (der.tlv(0x30, der.enc_oid("1.2.156.10197.1.104"))
+            + sm2.encrypt(sm2.public_key_of(sign_d), sym)
+            + der.tlv(0x03, b"\x00" + sm2.public_key_of(enc_d))
+            + der.tlv(0x03, b"\x00" + sm2.sm4_ecb_encrypt(sym, bytes(32) + enc_d.to_bytes(32,
+                                                                                        "big"))))
+    assert envelope.open_envelope(sign_d, der.tlv(0x30, body)) == enc_d
+
+
+def test_other_symmetric_algorithm_refused():
+    sign_d = sm2.generate_private_key()
+    data = envelope.make_envelope(sm2.public_key_of(sign_d), sm2.generate_private_key())
+    bad = data.replace(der.enc_oid("1.2.156.10197.1.104.1"), der.enc_oid("1.2.156.10197.1.104.2"))
+    with pytest.raises(envelope.EnvelopeError, match="not SM4-ECB"):
+        envelope.open_envelope(sign_d, bad)
+
+
+@pytest.mark.timeout(120)
+def test_cli_envelope_open(tmp_path, capsys):
+    cfg = write_config(tmp_path)
+    openssl("genpkey", "-algorithm", "SM2", "-out", "sign.pem", cwd=tmp_path)
+    sign_d = load_private_key((tmp_path / "sign.pem").read_bytes())
+    enc_d = sm2.generate_private_key()
+    (tmp_path / "envprivatekey").write_bytes(
+        envelope.make_envelope(sm2.public_key_of(sign_d), enc_d))
+    assert main(["--config", str(cfg), "envelope", "open", "--key", str(tmp_path / "sign.pem"),
+                 str(tmp_path / "envprivatekey")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("-----BEGIN PRIVATE KEY-----")
+    (tmp_path / "enc.pem").write_text(out)
+    text = openssl("pkey", "-in", "enc.pem", "-noout", "-text", cwd=tmp_path).stdout.decode()
+    assert "ASN1 OID: SM2" in text
+    assert load_private_key(out.encode()) == enc_d
+    # --out: 0600, SEC1 also possible; PEM-armoured envelope accepted
+    (tmp_path / "env.pem").write_bytes(pem.armor("ENVELOPED KEY",
+                                                 (tmp_path / "envprivatekey").read_bytes()))
+    target = tmp_path / "enc2.pem"
+    assert main(["--config", str(cfg), "envelope", "open", "--key", str(tmp_path / "sign.pem"),
+                 "--format", "sec1", "--out", str(target), str(tmp_path / "env.pem")]) == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert load_private_key(target.read_bytes()) == enc_d
+    assert capsys.readouterr().out == ""  # nothing on stdout when written to a file
+    # wrong key: exit 1 and a clear message
+    openssl("genpkey", "-algorithm", "SM2", "-out", "other.pem", cwd=tmp_path)
+    assert main(["--config", str(cfg), "envelope", "open", "--key",
+                 str(tmp_path / "other.pem"), str(tmp_path / "envprivatekey")]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit" in err
+
+
+_SIGN_D = 0x3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8
+_VALID = envelope.make_envelope(sm2.public_key_of(_SIGN_D), 12345)
+
+
+@given(st.one_of(st.binary(max_size=400),
+                 st.builds(lambda i, b: _VALID[:i] + bytes([b]) + _VALID[i + 1:],
+                           st.integers(0, len(_VALID) - 1), st.integers(0, 255))))
+def test_opener_only_ever_raises_envelope_error(data):
+    try:
+        d = envelope.open_envelope(_SIGN_D, data)
+    except envelope.EnvelopeError:
+        return
+    assert d == 12345  # only an unchanged (or harmlessly re-encoded) envelope opens
