@@ -73,40 +73,31 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, ensure_ascii=False, indent=2))
         return 0
-    print("Messages / 邮件:")
-    for status, n in sorted(st["messages"].items()):
-        print(f"  {status:<12} {n}")
-    if not st["messages"]:
-        print("  (none / 无)")
-    print("Cases / 案件:")
-    for state, n in sorted(st["cases"].items()):
-        print(f"  {state:<22} {n}")
-    if not st["cases"]:
-        print("  (none / 无)")
-    print("Mailboxes / 邮箱 (last poll / 最近收取):")
-    for m in st["mailboxes"]:
-        print(f"  {m['source']}  last poll {m['last_poll']}  last sweep {m['last_sweep']}"
-              f"  last UID {m['last_uid']}")
-    if not st["mailboxes"]:
-        print("  (never polled / 尚未收取)")
-    print("Parked messages / 搁置的邮件 (mailbot reprocess ID):")
-    for r in st["parked"]:
-        print(f"  #{r['id']} {r['message_id'] or '-'} {r['subject'] or ''!s}"
-              f"  attempts {r['attempts']}: {r['error'] or ''}")
-    if not st["parked"]:
-        print("  (none / 无)")
-    print("Oversize messages left on the server / 超过大小限制、留在服务器上的邮件:")
-    for r in st["oversize"]:
-        print(f"  #{r['id']} {r['source']} UID {r['uid'] or r['key']} {r['size']} bytes")
-    if not st["oversize"]:
-        print("  (none / 无)")
     nm = st["not_moved"]
-    print("Processed but not moved out of the inbox / 已处理但未能移出收件箱:")
-    if nm["count"]:
-        print(f"  {nm['count']} message(s) since {nm['since']}: the mailbox refuses the move"
-              " (see the log); tried again every cycle / 每个周期重试")
-    else:
-        print("  (none / 无)")
+    sections = [
+        ("Messages / 邮件:", [f"{k:<12} {n}" for k, n in sorted(st["messages"].items())],
+         "(none / 无)"),
+        ("Cases / 案件:", [f"{k:<22} {n}" for k, n in sorted(st["cases"].items())],
+         "(none / 无)"),
+        ("Mailboxes / 邮箱 (last poll / 最近收取):",
+         [f"{m['source']}  last poll {m['last_poll']}  last sweep {m['last_sweep']}"
+          f"  last UID {m['last_uid']}" for m in st["mailboxes"]], "(never polled / 尚未收取)"),
+        ("Parked messages / 搁置的邮件 (mailbot reprocess ID):",
+         [f"#{r['id']} {r['message_id'] or '-'} {r['subject'] or ''!s}"
+          f"  attempts {r['attempts']}: {r['error'] or ''}" for r in st["parked"]],
+         "(none / 无)"),
+        ("Oversize messages left on the server / 超过大小限制、留在服务器上的邮件:",
+         [f"#{r['id']} {r['source']} UID {r['uid'] or r['key']} {r['size']} bytes"
+          for r in st["oversize"]], "(none / 无)"),
+        ("Processed but not moved out of the inbox / 已处理但未能移出收件箱:",
+         [f"{nm['count']} message(s) since {nm['since']}: the mailbox refuses the move"
+          " (see the log); tried again every cycle / 每个周期重试"] if nm["count"] else [],
+         "(none / 无)"),
+    ]
+    for title, lines, empty in sections:
+        print(title)
+        for line in lines or [empty]:
+            print(f"  {line}")
     return 0
 
 

@@ -4,7 +4,9 @@ Per batch: fetch raw bytes (BODY.PEEK[]), write each to the content-addressed ar
 `Message` row (duplicates of an earlier Message-ID or of the same bytes recorded as such),
 COMMIT, and only after the commit move the batch to the processed folder (or set the processed
 keyword where MOVE is missing). A crash anywhere repeats at most the move: a listed message
-whose (source, UIDVALIDITY, UID) is already recorded is just moved again.
+whose (source, UIDVALIDITY, UID) is already recorded is just moved again. A move the server
+refuses leaves the batch in the inbox, recorded and processed all the same; the highest UID
+read stays below it, so the next run lists it again and tries the move again (moves.py).
 """
 
 from __future__ import annotations

@@ -29,8 +29,14 @@ from mailbot.config import Config
 from mailbot.intake.crash import crash_point
 from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PROCESSED, Message
 from mailbot.intake.parking import charge_failure, claim
-from mailbot.intake.pool import Analyse, AnalysisPool, InFlight, analyse_archived, kill_workers
-from mailbot.intake.pool import workers_can_start as _workers_can_start
+from mailbot.intake.pool import (
+    Analyse,
+    AnalysisPool,
+    InFlight,
+    analyse_archived,
+    kill_workers,
+    workers_can_start,
+)
 
 if TYPE_CHECKING:
     from mailbot.intake.facts import MessageFacts
@@ -319,7 +325,7 @@ class Processor:
                         if self._closing:
                             break  # killed by close(), not by this message
                         alone = self._alone = lone()  # a probe first
-                    if not _workers_can_start(alone):
+                    if not workers_can_start(alone):
                         raise RuntimeError("parse workers cannot start; nothing charged") \
                             from exc
                     alone = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.cli import main
-from mailbot.cli.errors import describe
+from mailbot.cli.errors import describe, report
 from mailbot.config import Config
 from mailbot.db import NoDatabase
 from tests.support.intake import make_mail
@@ -178,12 +178,6 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 # -- failed operations, Ctrl-C, --debug ------------------------------------------------------
 
-def _raising(exc: BaseException):  # type: ignore[no-untyped-def]
-    def command(args):  # type: ignore[no-untyped-def]
-        raise exc
-    return command
-
-
 @pytest.mark.parametrize(("exc", "code", "expected"), [
     (ConnectionRefusedError(111, "Connection refused"), 1, "cannot reach the server"),
     (TimeoutError("timed out"), 1, "cannot reach the server"),
@@ -192,11 +186,10 @@ def _raising(exc: BaseException):  # type: ignore[no-untyped-def]
     (KeyboardInterrupt(), 130, "interrupted"),
 ])
 def test_failed_operation_is_one_line(exc: BaseException, code: int, expected: str,
-                                      capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mailbot.cli.daemon._cmd_status", _raising(exc))
-    line = _fails(capsys, "status", code=code)
-    assert expected in line
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert report(exc) == code
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
 
 
 def test_errors_are_mapped_by_meaning() -> None:
@@ -213,9 +206,10 @@ def test_errors_are_mapped_by_meaning() -> None:
     assert describe(NoDatabase("/x/db"))[0] == 1
 
 
-def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str],
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mailbot.cli.daemon._cmd_status", _raising(RuntimeError("boom")))
+    monkeypatch.chdir(tmp_path)  # no database here: `status` fails, and --debug shows where
+    monkeypatch.delenv("MAILBOT_CONFIG", raising=False)
     assert main(["--debug", "status"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("mailbot: ")
