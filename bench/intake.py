@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from imapclient import IMAPClient  # noqa: E402
 
-from tests.support.dovecot import DovecotServer, _ensure_vmail, _free_port  # noqa: E402
+from tests.support.dovecot import DovecotServer, ensure_vmail, free_port  # noqa: E402
 
 # -- realistic applications ---------------------------------------------------------------
 
@@ -359,8 +359,8 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
     os.chmod(root, 0o755)
-    uid, gid = _ensure_vmail()
-    server = DovecotServer(root=root / "dovecot", port=_free_port(), uid=uid, gid=gid)
+    uid, gid = ensure_vmail()
+    server = DovecotServer(root=root / "dovecot", port=free_port(), uid=uid, gid=gid)
     server.start()
     try:
         user = server.add_user()

@@ -9,6 +9,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 class ConfigError(ValueError):
@@ -18,13 +19,20 @@ class ConfigError(ValueError):
 def shipped_dir(name: str) -> Path:
     """A data folder shipped with the package: "rules", "templates" or "migrations".
 
-    The top-level folders of the checkout are package data (`mailbot._rules`, ...; see
-    pyproject.toml), so this works in a regular install from any directory, and in an
-    editable one it is the checkout's folder itself.
+    Run from a source checkout (the package beside pyproject.toml), it is that checkout's own
+    folder, whatever else is installed; otherwise the package data of the install
+    (`mailbot._rules`, ...; see pyproject.toml), so a regular install works from any folder.
     """
-    folder = resources.files(f"mailbot._{name}")
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / name).is_dir():
+        return checkout / name
+    try:
+        folder = resources.files(f"mailbot._{name}")
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"mailbot's {name}/ folder is missing: install mailbot with pip"
+                          " (pip install .)") from exc
     if not isinstance(folder, Path):  # a zipped install: Alembic and globbing need real files
-        raise RuntimeError(f"mailbot's {name}/ folder is not on the file system ({folder})")
+        raise ConfigError(f"mailbot's {name}/ folder is not on the file system ({folder})")
     return folder
 
 
@@ -137,10 +145,11 @@ class Config:
         if self.ca.signer not in CA_SIGNERS:
             raise ConfigError(f"[ca] signer = {self.ca.signer!r}: use one of "
                               f"{', '.join(CA_SIGNERS)}")
-        url = self.smtp.url.strip()
-        if not url.lower().startswith(SMTP_URL_FORMS) or url.lower() in SMTP_URL_FORMS:
-            raise ConfigError(f"[smtp] url = {_redact(url)!r}: use smtps://USER@host:465, "
-                              "smtp://host:587?starttls, smtp://127.0.0.1:PORT or file:PATH")
+        problem = _smtp_url_problem(self.smtp.url.strip())
+        if problem:
+            raise ConfigError(f"[smtp] url = {_redact(self.smtp.url.strip())!r}: {problem}; use "
+                              "smtps://USER@host:465, smtp://host:587?starttls, "
+                              "smtp://127.0.0.1:PORT or file:PATH")
 
     def resolve(self, relative: str) -> Path:
         """A path from the config, absolute as given, else under base_dir."""
@@ -171,16 +180,40 @@ class Config:
         return url
 
 
+def _smtp_url_problem(url: str) -> str | None:
+    """What is wrong with an `[smtp] url`, or None when it is one of the accepted forms."""
+    lower = url.lower()
+    if lower.startswith("file:"):
+        return None if url[len("file:"):].strip() else "file: needs a path"
+    if not lower.startswith(("smtp://", "smtps://")):
+        return "unknown scheme"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a port that is no number 0-65535
+    except ValueError as exc:
+        return str(exc)
+    if not parts.hostname:
+        return "no host"
+    if port == 0:
+        return "port 0"
+    if parts.path not in ("", "/"):
+        return "no path after the host"
+    unknown = {k for k in parse_qs(parts.query, keep_blank_values=True)} - {"starttls"}
+    if unknown:
+        return f"unknown parameter(s) {', '.join(sorted(unknown))}"
+    if "starttls" in parts.query and parts.scheme.lower() == "smtps":
+        return "smtps:// is already TLS; ?starttls is for smtp://"
+    return None
+
+
 def _redact(url: str) -> str:
-    """A URL for messages: any password between "://user:" and "@" replaced by ***."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
+    """A URL for messages: any password between "user:" and "@" replaced by ***."""
+    at = url.rfind("@")
+    if at < 0:
         return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if at and ":" in userinfo:
-        authority = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    return f"{scheme}{sep}{authority}{slash}{path}"
+    start = url.find("//") + 2 if "//" in url[:at] else 0
+    user, colon, _password = url[start:at].partition(":")
+    return f"{url[:start]}{user}:***{url[at:]}" if colon else url
 
 
 def _overlay(obj: Any, data: dict[str, Any], where: str) -> None:
@@ -202,10 +235,18 @@ def _overlay(obj: Any, data: dict[str, Any], where: str) -> None:
 
 @lru_cache(maxsize=8)
 def _load_rules(rules_dir: str) -> dict[str, dict[str, Any]]:
+    folder = Path(rules_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"rules_dir {rules_dir}: no such folder")
     settings: dict[str, dict[str, Any]] = {}
-    for path in sorted(Path(rules_dir).glob("*.toml")):
-        with path.open("rb") as fh:
-            settings[path.stem] = tomllib.load(fh)
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            with path.open("rb") as fh:
+                settings[path.stem] = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:  # its message names the line and column
+            raise ConfigError(f"rules file {path}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"rules file {path}: {exc.strerror or exc}") from None
     return settings
 
 

@@ -158,3 +158,15 @@ def upgrade(url: str | None = None, *, engine: Engine | None = None, revision: s
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+
+
+def begin_write(session: Session) -> None:
+    """Open the session's write transaction now (before a SAVEPOINT).
+
+    pysqlite begins SQLite's transaction only at the first INSERT/UPDATE: a SAVEPOINT taken
+    before that starts a transaction of its own, and its RELEASE commits what it holds, so
+    a later rollback would not undo it. PostgreSQL needs nothing.
+    """
+    conn = session.connection()
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now: we are about to write

@@ -45,6 +45,7 @@ def test_the_checker_sees_hidden_and_relative_imports(tmp_path: Path) -> None:
             """,
         "intake/__init__.py": "",
         "intake/process.py": "from ..cases import store\nfrom . import facts\n",
+        "intake/analyse.py": "import importlib\nm = importlib.import_module('mailbot.rules.x')\n",
         "intake/facts.py": "",
         "app/__init__.py": "",
         "app/daemon.py": "from mailbot import cli\n",
@@ -53,7 +54,8 @@ def test_the_checker_sees_hidden_and_relative_imports(tmp_path: Path) -> None:
     })
     broken = layers.violations(root)
     assert len(broken["pki"]) == 2
-    assert broken["intake"] == ["mailbot.intake.process:1 imports mailbot.cases.store"]
+    assert broken["intake"] == ["mailbot.intake.analyse:2 imports mailbot.rules.x",
+                                "mailbot.intake.process:1 imports mailbot.cases.store"]
     assert broken["app"] == ["mailbot.app.daemon:1 imports mailbot.cli"]
     assert broken["cli-only"] == ["mailbot.app.daemon:1 imports mailbot.cli"]
     assert ast  # the checker reads source, it never imports the modules

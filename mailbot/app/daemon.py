@@ -21,21 +21,21 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.cases.recorder import CaseRecorder
-from mailbot.config import Config, load_rule_settings
+from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.ingest import IngestReport
 from mailbot.intake.pipeline import IntakePipeline
 from mailbot.intake.processor import ProcessReport
 from mailbot.mailbox.base import MailSource
-from mailbot.rules.materials import required_materials
+from mailbot.rules.materials import configured_required
 
 log = logging.getLogger(__name__)
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 300.0
-# `run --once` gives an unreachable mailbox this many reconnect attempts (1 + 2 + 4 s), not
-# the daemon's patient six: the operator is waiting for an answer.
-ONCE_RECONNECTS = 3
+# `run --once` gives an unreachable mailbox one more try (after about a second), not the
+# daemon's patient six: someone (or cron) waits for the answer, and the next run tries again.
+ONCE_RECONNECTS = 1
 
 # Further jobs (staff flags, issuance, outbox, expiry) register here: fn(daemon) -> None.
 # They run once per cycle after the mail, in order, each failure logged and contained.
@@ -61,7 +61,8 @@ class Daemon:
                  engine: Engine | None = None, once: bool = False) -> None:
         self.cfg = cfg
         self._stop = threading.Event()
-        self._waiting = False
+        self._waiting = 0  # depth of nested waits (IDLE, and the mailbox's backoff inside it)
+        self._own_engine = engine is None
         self.engine = engine or make_engine(cfg.database_url)
         self.sessions: sessionmaker[Session] = session_factory(self.engine)
         if source is None:
@@ -70,8 +71,8 @@ class Daemon:
             retries = {"max_retries": ONCE_RECONNECTS} if once else {}
             source = source_from_config(cfg, sleep=self.sleep, **retries)
         self.source = source
-        required = required_materials(load_rule_settings(cfg.rules_dir))
-        self.intake = IntakePipeline(cfg, self.sessions, source, CaseRecorder(required))
+        self.intake = IntakePipeline(cfg, self.sessions, source,
+                                     CaseRecorder(configured_required(cfg.rules_dir)))
 
     # -- stopping ---------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -89,13 +90,13 @@ class Daemon:
 
     @contextmanager
     def _wait(self) -> Iterator[None]:
-        if self._stop.is_set():
-            raise Shutdown()
-        self._waiting = True
+        self._waiting += 1
         try:
+            if self._stop.is_set():  # after counting: a signal from now on raises at once
+                raise Shutdown()
             yield
         finally:
-            self._waiting = False
+            self._waiting -= 1
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         log.info("signal %d: stopping after the current step", signum)
@@ -122,9 +123,10 @@ class Daemon:
         report = CycleReport()
 
         def mail(_daemon: Daemon) -> None:
-            got = self.intake.cycle(full_sweep=full_sweep)
+            got = self.intake.cycle(full_sweep=full_sweep, should_stop=lambda: self.stopping)
             report.intake, report.processing = got.intake, got.processing
             report.move_error = got.move_error
+            report.stopped = got.intake.stopped
 
         for name, job in [("mail", mail), *EXTRA_JOBS]:
             if self.stopping:
@@ -178,3 +180,5 @@ class Daemon:
 
     def close(self) -> None:
         self.intake.close()
+        if self._own_engine:
+            self.engine.dispose()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy import Engine, or_, select
 
 from mailbot.cases.recorder import CaseRecorder
-from mailbot.config import Config, load_rule_settings
+from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PARKED, Message
 from mailbot.intake.processor import Processor, ProcessReport
-from mailbot.rules.materials import required_materials
+from mailbot.rules.materials import configured_required
 
 
 def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
@@ -42,7 +42,7 @@ def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
         s.commit()
     report = ProcessReport()
     if reset:
-        sink = CaseRecorder(required_materials(load_rule_settings(cfg.rules_dir)))
+        sink = CaseRecorder(configured_required(cfg.rules_dir))
         with Processor(cfg, sessions, sink) as proc:
             proc.submit(reset)
             proc.drain()

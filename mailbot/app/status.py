@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -10,10 +11,17 @@ from mailbot.cases.models import Case
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.models import MESSAGE_OVERSIZE, MESSAGE_PARKED, MailboxState, Message
+from mailbot.mailbox.url import source_from_config
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when is not None else None
 
 
 def collect_status(cfg: Config) -> dict[str, Any]:
-    engine = make_engine(cfg.database_url)
+    """Counts and lists for `mailbot status`; `not_moved` is of the mailbox configured now."""
+    source = source_from_config(cfg).identity  # builds no connection
+    engine = make_engine(cfg.database_url, read_only=True)
     try:
         with session_factory(engine)() as s:
             messages = dict(s.execute(select(Message.status, func.count())
@@ -22,8 +30,9 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                                    .group_by(Case.state)).all())
             mailboxes = [{"source": m.source, "uidvalidity": m.uidvalidity,
                           "last_uid": m.last_uid,
-                          "last_poll": m.updated_at.isoformat() if m.updated_at else None,
-                          "last_sweep": m.last_sweep_at.isoformat() if m.last_sweep_at else None}
+                          "last_poll": _iso(m.updated_at), "last_sweep": _iso(m.last_sweep_at),
+                          "move_error": m.move_error,
+                          "move_failing_since": _iso(m.move_failing_since)}
                          for m in s.scalars(select(MailboxState).order_by(MailboxState.source))]
 
             def rows(status: str) -> list[dict[str, Any]]:
@@ -38,9 +47,9 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             # A crash between a move and its record shows here only until the next run.
             count, oldest = s.execute(
                 select(func.count(), func.min(Message.fetched_at))
-                .where(Message.moved_at.is_(None), Message.status != MESSAGE_OVERSIZE)).one()
-            not_moved = {"count": int(count or 0),
-                         "since": oldest.isoformat() if oldest is not None else None}
+                .where(Message.moved_at.is_(None), Message.status != MESSAGE_OVERSIZE,
+                       Message.source == source)).one()
+            not_moved = {"count": int(count or 0), "since": _iso(oldest)}
             return {"messages": messages, "cases": cases, "mailboxes": mailboxes,
                     "parked": rows(MESSAGE_PARKED), "oversize": rows(MESSAGE_OVERSIZE),
                     "not_moved": not_moved}

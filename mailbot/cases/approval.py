@@ -38,10 +38,15 @@ def is_staff(actor: str) -> bool:
     return bool(actor and actor.strip()) and actor != "system" and not actor.startswith("message:")
 
 
-def _case_row(session: Session, case_ref: str) -> tuple[int, str, str] | None:
+def _case_row(session: Session, case_ref: str,
+              lock: bool = False) -> tuple[int, str, str] | None:
     # columns, not the ORM object: the values as the database has them in this transaction
-    row = session.execute(select(Case.id, Case.state, Case.kind)
-                          .where(Case.ref == case_ref)).first()
+    q = select(Case.id, Case.state, Case.kind).where(Case.ref == case_ref)
+    if lock:
+        # PostgreSQL: a staff action on the case waits until the signing transaction ends
+        # (SQLite's writers take turns for the whole file anyway).
+        q = q.with_for_update()
+    row = session.execute(q).first()
     return None if row is None else (row.id, row.state, row.kind)
 
 
@@ -91,7 +96,7 @@ class CaseApprovalCheck:
             return ApprovalRequired(f"approval {approval.audit_id} of {ref} not confirmed: {why}")
 
         self.session.flush()  # what this transaction changed counts
-        found = _case_row(self.session, ref)
+        found = _case_row(self.session, ref, lock=True)
         if found is None:
             raise refuse("no such case")
         case_id, state, kind = found

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select
@@ -16,6 +18,7 @@ from mailbot.cases.store import CaseStore
 from mailbot.cli.errors import OperationFailed
 from mailbot.db import make_engine, require_schema, session_factory
 from mailbot.intake.models import Message
+from mailbot.rules.materials import configured_required
 
 STATE_NAMES = {
     "received": "已接收", "incomplete": "材料不全", "awaiting_confirmation": "待电话确认",
@@ -24,12 +27,18 @@ STATE_NAMES = {
 }
 
 
-def _session(args: argparse.Namespace) -> Session:
+@contextmanager
+def _session(args: argparse.Namespace) -> Iterator[Session]:
     """A read-only session on an existing database; where there is none, NoDatabase (exit 1)
     and nothing is created."""
     url = args.config.database_url
     require_schema(url)
-    return session_factory(make_engine(url, read_only=True))()
+    engine = make_engine(url, read_only=True)
+    try:
+        with session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def case_summary(case: Case) -> dict[str, Any]:
@@ -38,8 +47,10 @@ def case_summary(case: Case) -> dict[str, Any]:
             "created_at": case.created_at.isoformat(), "updated_at": case.updated_at.isoformat()}
 
 
-def case_detail(session: Session, case: Case) -> dict[str, Any]:
-    store = CaseStore(session)
+def case_detail(session: Session, case: Case,
+                required: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """What staff see of one case; `required`: the configured rules' required materials."""
+    store = CaseStore(session, required)
     messages = session.scalars(select(Message).where(Message.case_id == case.id)
                                .order_by(Message.id)).all()
     return {
@@ -83,7 +94,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         case = CaseStore(s).by_ref(args.ref)
         if case is None:
             raise OperationFailed(f"no such case: {args.ref}", "无此案件")
-        detail = case_detail(s, case)
+        detail = case_detail(s, case, configured_required(args.config.rules_dir))
     if args.json:
         print(json.dumps(detail, ensure_ascii=False, indent=1))
         return 0

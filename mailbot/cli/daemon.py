@@ -90,9 +90,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
          [f"#{r['id']} {r['source']} UID {r['uid'] or r['key']} {r['size']} bytes"
           for r in st["oversize"]], "(none / 无)"),
         ("Processed but not moved out of the inbox / 已处理但未能移出收件箱:",
-         [f"{nm['count']} message(s) since {nm['since']}: the mailbox refuses the move"
-          " (see the log); tried again every cycle / 每个周期重试"] if nm["count"] else [],
-         "(none / 无)"),
+         [f"{nm['count']} message(s) since {nm['since']}; tried again every cycle / 每个周期重试"]
+         * bool(nm["count"])
+         + [f"{m['source']}: moving fails since {m['move_failing_since']}: {m['move_error']}"
+            for m in st["mailboxes"] if m["move_error"]], "(none / 无)"),
     ]
     for title, lines, empty in sections:
         print(title)

@@ -20,6 +20,7 @@ from mailbot.db import NoDatabase
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a reader that went away
 
 START_HINT = ("run `mailbot init` here first, or name your configuration with --config FILE"
               " / 尚无数据库：请先运行 mailbot init，或用 --config 指定配置文件")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from mailbot.app.inspection import inspect_message
+from mailbot.config import load_rule_settings
 from mailbot.intake.facts import MessageFacts
 
 KIND_LABELS = {"new": "新办申请 new application", "revoke": "注销申请 revocation",
@@ -44,13 +45,9 @@ def _mapped(path: str) -> Iterator[Any]:
             mm.close()
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any] | None:
-    try:
-        from mailbot.config import load_rule_settings
-        rules_dir = getattr(getattr(args, "config", None), "rules_dir", None)
-        return load_rule_settings(rules_dir)
-    except Exception:  # noqa: BLE001 - built-in defaults still give an answer
-        return None
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The rules files in use: the daemon's, so inspect decides as it would."""
+    return load_rule_settings(args.config.rules_dir)
 
 
 def summary(facts: MessageFacts) -> str:

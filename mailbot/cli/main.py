@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mailbot import __version__
-from mailbot.cli.errors import ConfigError, UsageError, quiet_stdout, report
+from mailbot.cli.errors import EXIT_CLOSED_PIPE, ConfigError, UsageError, quiet_stdout, report
 from mailbot.config import Config
 from mailbot.config import ConfigError as ConfigValueError
 
@@ -91,9 +91,10 @@ def load_config(path: str | None) -> Config:
 
 
 def check_config(cfg: Config, path: str | None = None) -> None:
-    """The URL forms whose grammar lives in a layer: the mailbox's and SQLAlchemy's."""
+    """What lives in a layer: the mailbox URL's grammar, SQLAlchemy's, the rules files."""
     from mailbot.db import check_url
     from mailbot.mailbox.url import MailboxURLError, parse_mailbox_url
+    from mailbot.rules.materials import configured_required
 
     where = f" in {path}" if path else ""
     try:
@@ -104,6 +105,7 @@ def check_config(cfg: Config, path: str | None = None) -> None:
                           "imap://USER:PASS@127.0.0.1:PORT/INBOX or maildir:PATH)") from None
     try:
         check_url(cfg.database_url)
+        configured_required(cfg.rules_dir)  # the rules files parse, their tables make sense
     except ConfigValueError as exc:
         raise ConfigError(f"bad configuration{where}: {exc}") from None
 
@@ -132,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(words)
     except BrokenPipeError:  # `mailbot status --json | head -1`: the reader has enough
         quiet_stdout()
-        return 1
+        return EXIT_CLOSED_PIPE
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place errors end
         return report(exc, debug=debug)
 

@@ -27,13 +27,9 @@ from mailbot.intake.tnef_guard import tnef_is_safe
 
 log = logging.getLogger(__name__)
 
+# How each material is recognised; [required] of the same rules file is the rules' own
+# (mailbot/rules/materials.py).
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "required": {
-        "new": ["application_form", "business_licence", "legal_rep_id", "handler_id",
-                "crypto_product_cert", "csr"],
-        "revoke": ["application_form", "business_licence", "legal_rep_id", "handler_id",
-                   "certificate"],
-    },
     "keywords": {
         "application_form": ["申请表", "登记表", "申请书"],
         "business_licence": ["营业执照", "执照", "资质", "法人证书", "登记证书", "信用代码证",
@@ -322,22 +318,13 @@ def _b64_der(compact: str) -> bytes | None:
         raw = base64.b64decode(compact + "=" * (-len(compact) % 4))
     except (binascii.Error, ValueError):
         return None
-    total = _der_length(raw)
-    if total is None or total > len(raw):
-        return None
-    return raw[:total]
+    from mailbot.pki import der
 
-
-def _der_length(raw: bytes) -> int | None:
-    if len(raw) < 2 or raw[0] != 0x30:
+    try:
+        node = der.read(raw)
+    except der.DerError:
         return None
-    first = raw[1]
-    if first < 0x80:
-        return 2 + first
-    n = first & 0x7F
-    if n == 0 or n > 4 or len(raw) < 2 + n:
-        return None
-    return 2 + n + int.from_bytes(raw[2:2 + n], "big")
+    return raw[:node.end] if node.tag == der.SEQUENCE else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ read stays below it, so the next run lists it again and tries the move again (mo
 
 from __future__ import annotations
 
-import email.header
 import email.utils
 import logging
 import re
@@ -58,6 +57,7 @@ class IngestReport:
     moved: int = 0  # includes re-moves of messages recorded before a crash
     move_failed: int = 0  # recorded (and processed) but left in the inbox: the mailbox refused
     move_error: str | None = None
+    stopped: bool = False  # a stop request ended the run between two batches
     uidvalidity_reset: bool = False
     new_row_ids: list[int] = field(default_factory=list)
 
@@ -152,9 +152,13 @@ class Ingester:
         # The lowest UID whose move failed in this run: last_uid stays below it, so the
         # message is listed (and its move tried) again next cycle.
         self._stuck_uid: int | None = None
+        self._recorded_error: str | None = None  # the move failure the state row holds
 
     # -- the whole run ----------------------------------------------------------------------
-    def run(self, *, full_sweep: bool = False) -> IngestReport:
+    def run(self, *, full_sweep: bool = False,
+            should_stop: Callable[[], bool] | None = None) -> IngestReport:
+        """Everything waiting; `should_stop` is asked before each batch (each batch is
+        committed before it is moved, so stopping between two loses and repeats nothing)."""
         report = IngestReport()
         ident = self.source.identity
         uv = int(self.source.uidvalidity() or 0)
@@ -171,6 +175,7 @@ class Ingester:
                 state.uidvalidity, state.last_uid = uv, 0
                 report.uidvalidity_reset = True
             since = 0 if full_sweep else int(state.last_uid or 0)
+            self._recorded_error = state.move_error
             if full_sweep:
                 state.last_sweep_at = now()
             state.updated_at = now()
@@ -184,6 +189,9 @@ class Ingester:
         self._reconcile_moved(refs, uv, since)
         limit = self.cfg.intake.max_message_bytes
         for batch in _batches(refs, max(1, self.cfg.intake.fetch_batch), BATCH_BYTES):
+            if should_stop is not None and should_stop():
+                report.stopped = True  # the rest waits for the next run
+                break
             plan = self._plan(batch, uv, limit, report)
             self._finish(plan, uv, self._fetch(plan.small), report)
         return report
@@ -286,13 +294,21 @@ class Ingester:
             if move_ids and moved:
                 s.execute(update(Message).where(Message.id.in_(move_ids))
                           .values(moved_at=now()).execution_options(synchronize_session=False))
-            if self.by_uid:
+            error = self._recorded_error if not to_move else (None if moved else
+                                                                  self.move_failures.error)
+            if self.by_uid or error != self._recorded_error:
                 state = s.get(MailboxState, ident)
-                top = max(r.uid for r in plan.batch)
-                if self._stuck_uid is not None:
-                    top = min(top, self._stuck_uid - 1)
-                if state is not None and state.uidvalidity == uv and top > state.last_uid:
-                    state.last_uid = top
+                if state is not None and error != self._recorded_error:
+                    state.move_error = error  # for `mailbot status`: why mail stays put
+                    if error is None or state.move_failing_since is None:
+                        state.move_failing_since = None if error is None else now()
+                    self._recorded_error = error
+                if self.by_uid and state is not None and state.uidvalidity == uv:
+                    top = max(r.uid for r in plan.batch)
+                    if self._stuck_uid is not None:
+                        top = min(top, self._stuck_uid - 1)
+                    if top > state.last_uid:
+                        state.last_uid = top
             s.commit()
         if moved:
             report.moved += len(to_move)
@@ -409,7 +425,9 @@ class Ingester:
 def ingest(cfg: Config, sessions: sessionmaker[Session], source: MailSource, *,
            full_sweep: bool = False,
            on_committed: Callable[[list[int]], None] | None = None,
-           move_failures: MoveFailures | None = None) -> IngestReport:
+           move_failures: MoveFailures | None = None,
+           should_stop: Callable[[], bool] | None = None) -> IngestReport:
     """Read everything waiting in `source` (the source must be open)."""
     return Ingester(cfg, sessions, source, on_committed=on_committed,
-                    move_failures=move_failures).run(full_sweep=full_sweep)
+                    move_failures=move_failures).run(full_sweep=full_sweep,
+                                                     should_stop=should_stop)

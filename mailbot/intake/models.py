@@ -38,6 +38,9 @@ class MailboxState(Base):
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     last_sweep_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now, onupdate=now)
+    # The mailbox refuses to move processed mail out of the inbox: why, and since when.
+    move_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    move_failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Message(Base):

@@ -18,9 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailbot.clock import now
 from mailbot.config import Config
 from mailbot.intake.models import MESSAGE_PARKED, Message
-from mailbot.mailbox.base import INBOX, ConnectionLost, MailSource, MessageRef
+from mailbot.mailbox.base import INBOX, ConnectionLost, MailboxError, MailSource, MessageRef
 
 log = logging.getLogger(__name__)
+
+# Server timings some servers append to an answer, e.g. Dovecot's "(0.001 + 0.000 secs)".
+_TIMING = re.compile(r"\s*\([^()]*\bsecs?\)")
 
 
 class MoveFailures:
@@ -34,7 +37,7 @@ class MoveFailures:
     def failed(self, what: str, exc: BaseException) -> None:
         text = f"{what}: {type(exc).__name__}: {exc}"[:1000]
         # The same failure again, whatever counts or server timings its text carries.
-        key = re.sub(r"[\d.]+", "", text)
+        key = re.sub(r"[\d.]+", "", _TIMING.sub("", text))
         if key != self._key:
             log.warning("%s; the messages are processed all the same and the move is tried"
                         " again on later cycles / 移动邮件失败, 邮件照常处理", text)
@@ -59,7 +62,7 @@ def move_processed(cfg: Config, source: MailSource, refs: Sequence[MessageRef],
             source.add_keyword(refs, cfg.intake.processed_keyword)
     except ConnectionLost:
         raise
-    except Exception as exc:  # noqa: BLE001 - a refused CREATE, a full quota, a NO answer
+    except MailboxError as exc:  # a refused CREATE, a full quota, a NO answer
         failures.failed(f"moving mail to {cfg.intake.processed_folder}", exc)
         return False
     failures.succeeded()
@@ -67,15 +70,18 @@ def move_processed(cfg: Config, source: MailSource, refs: Sequence[MessageRef],
 
 
 def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSource,
-                    row_ids: Iterable[int]) -> tuple[int, list[int]]:
+                    row_ids: Iterable[int],
+                    failures: MoveFailures | None = None) -> tuple[int, list[int]]:
     """Move parked messages to the failed folder, from wherever intake left them.
 
     Not yet moved: still in the inbox under its UID (or Maildir key). Moved to the processed
     folder: a Maildir message keeps its key; an IMAP message got a new UID there, so it is
     found again by its Message-ID (and size). One without a Message-ID stays where it is:
     the database row is what counts. Returns (how many moved, rows to try again later: the
-    mailbox failed them this time).
+    mailbox refused them this time; a lasting refusal is logged once through `failures`).
+    A lost connection is raised: the rows are offered again next cycle.
     """
+    failures = failures or MoveFailures()
     moved, again = 0, []
     if not source.supports_move():
         return 0, []  # keyword mode: nothing can be moved; the row is parked all the same
@@ -91,12 +97,16 @@ def park_in_mailbox(cfg: Config, sessions: sessionmaker[Session], source: MailSo
                                 row.id)
                     continue
                 source.move(refs, cfg.intake.failed_folder)
-                row.moved_at = now()  # out of the inbox: intake must not move it again
-                moved += 1
-            except Exception:  # noqa: BLE001 - the mailbox copy is a convenience for staff
-                log.warning("could not move parked row %s to %s; trying again next cycle",
-                            row.id, cfg.intake.failed_folder, exc_info=True)
+            except ConnectionLost:
+                s.commit()  # the ones moved so far
+                raise
+            except MailboxError as exc:  # the mailbox copy is a convenience for staff
+                failures.failed(f"moving parked mail to {cfg.intake.failed_folder}", exc)
                 again.append(row.id)
+                continue
+            row.moved_at = now()  # out of the inbox: intake must not move it again
+            moved += 1
+            failures.succeeded()
         s.commit()
     return moved, again
 

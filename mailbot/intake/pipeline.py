@@ -8,6 +8,7 @@ the inbox never holds processing up (moves.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -43,6 +44,7 @@ class IntakePipeline:
         self.source = source
         self.processor = Processor(cfg, sessions, sink, analyse=analyse)
         self.move_failures = MoveFailures()
+        self.park_failures = MoveFailures()  # parked mail to the failed folder, logged apart
 
     def _last_sweep(self) -> object:
         with self.sessions() as s:
@@ -62,9 +64,13 @@ class IntakePipeline:
             until_sweep -= (now() - last).total_seconds()  # type: ignore[operator]
         return max(1.0, min(until_sweep, float(self.cfg.intake.idle_renew_seconds)))
 
-    def cycle(self, *, full_sweep: bool | None = None) -> IntakeReport:
+    def cycle(self, *, full_sweep: bool | None = None,
+              should_stop: Callable[[], bool] | None = None) -> IntakeReport:
         """Everything waiting: archived and recorded, analysed and handed to the sink, the
-        ones that failed too often parked (and moved aside where the mailbox lets us)."""
+        ones that failed too often parked (and moved aside where the mailbox lets us).
+
+        `should_stop` is asked between batches: a stop request takes no new mail, and what
+        was already submitted is still recorded (the step in hand)."""
         report = IntakeReport()
         proc = self.processor
         proc.begin_cycle()
@@ -74,7 +80,8 @@ class IntakePipeline:
             sweep = self.sweep_due() if full_sweep is None else full_sweep
             report.intake = ingest(self.cfg, self.sessions, self.source, full_sweep=sweep,
                                    on_committed=proc.submit,
-                                   move_failures=self.move_failures)
+                                   move_failures=self.move_failures,
+                                   should_stop=should_stop)
         except Exception:
             # The mailbox failed meanwhile: what was archived is processed all the same.
             try:
@@ -88,7 +95,8 @@ class IntakePipeline:
         parked = proc.take_parked()  # this cycle's, and any an interrupted cycle left
         if parked:
             try:
-                _, again = park_in_mailbox(self.cfg, self.sessions, self.source, parked)
+                _, again = park_in_mailbox(self.cfg, self.sessions, self.source, parked,
+                                           self.park_failures)
             except Exception:
                 proc.return_parked(parked)  # e.g. the database is gone: next cycle
                 raise

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot import clock
+from mailbot.db import begin_write
 from mailbot.pki import der, sm2
 from mailbot.pki.approval import Approval, ApprovalCheck, check_approval
 from mailbot.pki.ca import (
@@ -144,6 +145,7 @@ def _issue_one(session: Session, ca: CaState, issuance: Issuance, *, kind: str,
                subject: x509.Name, public_key: bytes, not_before: datetime,
                not_after: datetime, crl_url: str) -> tuple[bytes, str]:
     approval = issuance.approval
+    begin_write(session)  # the savepoint below must be inside the caller's transaction
     used = _approval_used(session, approval, kind)
     if used is not None:
         raise _refuse_used(used, approval)
@@ -168,7 +170,14 @@ def _issue_one(session: Session, ca: CaState, issuance: Issuance, *, kind: str,
             if used is not None:
                 raise _refuse_used(used, approval) from None
             continue
-        cert = sign_tbs(ca, tbs, issuance, kind)
+        try:
+            cert = sign_tbs(ca, tbs, issuance, kind)
+        except BaseException:
+            # refused or failed: give the serial and the approval's slot back, so a caller
+            # that commits anyway (to record the failure) leaves no empty certificate row
+            session.delete(row)
+            session.flush()
+            raise
         row.der = cert
         session.flush()
         return cert, row.serial

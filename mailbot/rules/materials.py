@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mailbot.config import ConfigError, load_rule_settings
 from mailbot.findings import Finding
 from mailbot.intake.facts import MATERIALS, MessageFacts
 
@@ -23,19 +24,24 @@ REQUIRED_MATERIALS: dict[str, tuple[str, ...]] = {
 def required_materials(settings: Mapping[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
     """Required materials per kind: `[required]` of rules/materials.toml over the defaults.
 
-    Raises ValueError naming the bad entry, so a broken rules file is refused at start-up.
+    Raises ConfigError naming the bad entry, so a broken rules file is refused at start-up.
     """
     required = dict(REQUIRED_MATERIALS)
     section = ((settings or {}).get("materials") or {}).get("required") or {}
     for kind, names in section.items():
         if kind not in REQUIRED_MATERIALS:
-            raise ValueError(f"rules/materials.toml [required]: unknown kind {kind!r}")
+            raise ConfigError(f"rules/materials.toml [required]: unknown kind {kind!r}")
         unknown = [n for n in names if n not in MATERIALS or n == "other"]
         if unknown:
-            raise ValueError(f"rules/materials.toml [required] {kind}: unknown material(s) "
+            raise ConfigError(f"rules/materials.toml [required] {kind}: unknown material(s) "
                              + ", ".join(map(repr, unknown)))
         required[kind] = tuple(names)
     return required
+
+
+def configured_required(rules_dir: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The required materials of the rules folder in use (the configuration's rules_dir)."""
+    return required_materials(load_rule_settings(rules_dir))
 
 
 def missing_material(material: str) -> Finding:

@@ -74,6 +74,10 @@ def test_refused_folder_creation_stalls_nothing(tmp_path, db_url, engine, doveco
     assert main(["--config", str(config), "status", "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     assert st["not_moved"]["count"] == 5 and st["messages"] == {"processed": 5}
+    [box] = st["mailboxes"]
+    assert "cannot create folder" in box["move_error"] and box["move_failing_since"]
+    assert main(["--config", str(config), "status"]) == 0
+    assert "moving fails since" in capsys.readouterr().out
     assert main(["--config", str(config), "run", "--once"]) == 0  # still no failure of the run
     assert "moving failed" in capsys.readouterr().err
 
@@ -85,4 +89,34 @@ def test_refused_folder_creation_stalls_nothing(tmp_path, db_url, engine, doveco
         daemon.close()
     assert (third.intake.archived, third.intake.moved, third.move_error) == (0, 5, None)
     assert _counts(daemon) == (5, 5, 0)
+    assert main(["--config", str(config), "status", "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["not_moved"]["count"] == 0 and st["mailboxes"][0]["move_error"] is None
     assert user.uids("INBOX") == [] and len(user.uids("已处理")) == 5
+
+
+def test_parked_mail_that_cannot_be_moved_aside_is_logged_once(tmp_path, db_url, engine,
+                                                               dovecot_nocreate_user,
+                                                               caplog) -> None:
+    from mailbot.intake import archive
+    from mailbot.intake.ingest import ingest
+
+    user = dovecot_nocreate_user
+    cfg = make_config(tmp_path, db_url, user.url, max_attempts=1)
+    user.append(make_mail(subject="厦门搁置无权有限公司+数字证书申办"))
+    daemon = Daemon(cfg, engine=engine)
+    caplog.set_level(logging.WARNING, logger="mailbot.intake.moves")
+    try:
+        daemon.source.open()
+        ingest(cfg, daemon.sessions, daemon.source)  # archived, not yet analysed
+        with daemon.sessions() as s:
+            row = s.scalars(select(Message)).one()
+        archive.archive_path(cfg.archive_dir, row.sha256).write_bytes(b"damaged")
+        first = daemon.cycle()
+        second = daemon.cycle()
+    finally:
+        daemon.close()
+    assert first.processing.parked == [row.id] and first.errors == second.errors == []
+    parking = [r for r in caplog.records if "parked mail" in r.getMessage()]
+    assert len(parking) == 1 and not any(r.exc_info for r in caplog.records)
+    assert len(user.uids("INBOX")) == 1  # nothing lost: it waits where it was

@@ -21,7 +21,8 @@ from mailbot.pki import issue, sm2
 from mailbot.pki.approval import Approval, key_fingerprint
 from mailbot.pki.models import IssuedCertificate
 from mailbot.pki.signer import ApprovalRequired, Issuance
-from tests.support.pki_issue import approved_case, openssl
+from tests.support.cases import approved_case
+from tests.support.pki_issue import openssl
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]
 

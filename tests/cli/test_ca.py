@@ -14,7 +14,8 @@ from mailbot.db import make_engine, session_factory
 from mailbot.pki import sm2
 from mailbot.pki.ca import load_ca
 from mailbot.pki.models import IssuedCertificate
-from tests.support.pki_issue import approved_case, issue_approved, openssl, write_config
+from tests.support.cases import approved_case, issue_approved
+from tests.support.pki_issue import openssl, write_config
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]
 

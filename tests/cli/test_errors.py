@@ -111,6 +111,9 @@ def test_missing_config_file_from_environment_is_exit_2(
     ('[database]\nurl = "postgress://mb@db/mb"\n', "[database] url"),
     ('[database]\nurl = "not a url"\n', "[database] url"),
     ('[ca]\nsigner = "hsm"\n', "[ca] signer"),
+    ('[smtp]\nurl = "smtps://u:secret@smtp.189.cn:notaport"\n', "[smtp] url"),
+    ('[smtp]\nurl = "smtp//u:secret@smtp.189.cn"\n', "[smtp] url"),
+    ('rules_dir = "nowhere"\n', "rules_dir"),
 ])
 def test_bad_configuration_value_is_exit_2(text: str, expected: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,7 +234,7 @@ def test_closed_stdout_ends_quietly(tmp_path: Path) -> None:
     for argv in (["status", "--json"], ["cases", "list"]):
         proc = _closed_pipe_run(*argv, cwd=tmp_path)
         assert proc.stderr == "", proc.stderr
-        assert proc.returncode == 1
+        assert proc.returncode == 141  # as for any program whose reader went away
 
 
 @pytest.mark.timeout(120)
@@ -245,3 +248,18 @@ def test_interrupt_in_a_real_process_is_exit_130(tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert proc.returncode == 130
     assert proc.stderr.strip() == "mailbot: interrupted / 已中断"
+
+
+@pytest.mark.parametrize(("rules", "expected"), [
+    ("[required]\nnew = ['application_form', 'fax']\n", "unknown material(s) 'fax'"),
+    ("[required]\nrenew = ['csr']\n", "unknown kind 'renew'"),
+    ("[required]\nnew = ['csr']\n[required]\n", "line 3"),
+])
+def test_a_broken_rules_file_is_refused_before_anything_is_opened(
+        rules: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "materials.toml").write_text(rules, encoding="utf-8")
+    cfg = _toml(tmp_path, 'rules_dir = "rules"\n')
+    line = _fails(capsys, "--config", cfg, "run", "--once", code=2)
+    assert expected in line and "materials.toml" in line
+    assert _files(tmp_path) == {"mailbot.toml", "rules", "rules/materials.toml"}

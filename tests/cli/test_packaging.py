@@ -138,3 +138,19 @@ def test_regular_install_in_a_fresh_venv(tmp_path: Path) -> None:
     doc = json.loads(status.stdout)
     assert doc["messages"] == {"processed": 1}
     assert sum(doc["cases"].values()) == 1
+
+
+def test_a_second_checkout_reads_its_own_data_folders(tmp_path: Path) -> None:
+    """Code run from another checkout never takes this one's rules or migrations."""
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    for name in ("mailbot", "rules", "templates", "migrations"):
+        shutil.copytree(REPO / name, copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", copy / "pyproject.toml")
+    code = ("import mailbot.config as c, mailbot.db as d; "
+            "print(c.DEFAULT_RULES_DIR); print(d.MIGRATIONS_DIR)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, check=True,
+                         env={**os.environ, "PYTHONPATH": str(copy)}).stdout.split()
+    assert out == [str(copy / "rules"), str(copy / "migrations")]

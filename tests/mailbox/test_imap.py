@@ -236,9 +236,9 @@ def test_reconnect_during_idle(source: ImapSource, dovecot_user: DovecotUser) ->
 
 
 def test_backoff_grows_capped_then_gives_up(dovecot: object, slept: Recorder) -> None:
-    from tests.support.dovecot import _free_port
+    from tests.support.dovecot import free_port
 
-    dead = f"imap://nobody:x@127.0.0.1:{_free_port()}/INBOX"
+    dead = f"imap://nobody:x@127.0.0.1:{free_port()}/INBOX"
     src = ImapSource(dead, max_retries=5, backoff_base=2, backoff_cap=10, sleep=slept,
                      jitter=lambda: 0.0, timeout=2)
     with pytest.raises(ConnectionLost):

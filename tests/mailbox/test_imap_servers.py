@@ -16,7 +16,7 @@ import pytest
 from mailbot.mailbox.base import MailboxError, MailSource, MessageRef
 from mailbot.mailbox.imap import ImapSource
 from tests.mailbox.test_imap import Recorder, make_mail
-from tests.support.dovecot import DovecotUser, _free_port
+from tests.support.dovecot import DovecotUser, free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -221,7 +221,7 @@ def test_interrupted_backoff_propagates_at_once(exc: type[BaseException]) -> Non
         calls.append(seconds)
         raise exc
 
-    dead = f"imap://nobody:x@127.0.0.1:{_free_port()}/INBOX"
+    dead = f"imap://nobody:x@127.0.0.1:{free_port()}/INBOX"
     src = ImapSource(dead, max_retries=None, sleep=sleep, timeout=2)  # would retry forever
     with pytest.raises(exc):
         src.list_messages()

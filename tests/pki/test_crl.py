@@ -1,32 +1,26 @@
-"""Revocation and CRLs: OpenSSL parses them; the signature is checked by an independent verifier."""
+"""Revocation and CRLs: OpenSSL parses them; the signature is checked by an independent verifier.
+
+The PKI alone: pairs are issued under stub approvals. Revoking through a case (the audit row)
+is tested in tests/cases/test_approval.py; `mailbot ca crl` / `ca revoke` in
+tests/app/test_pki_cli.py.
+"""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import pytest
 from asn1crypto import crl, pem
 
-from mailbot.cli import main
 from mailbot.pki import crl as crl_mod
 from mailbot.pki import issue, sm2
 from mailbot.pki.models import IssuedCertificate
-from tests.support.pki_issue import (
-    approved_case,
-    independent_verify,
-    issue_approved,
-    openssl,
-    write_config,
-)
+from tests.support.pki_issue import independent_verify, issue_stubbed, openssl
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]
 
 
 def _issue(session, ca_state, ref: str) -> issue.IssuedPair:
-    approved_case(session, ref)
-    out = issue_approved(session, ca_state, ref, sm2.public_key_of(sm2.generate_private_key()),
-                         {"CN": ref}, company="Xiamen Test Trading")
+    out = issue_stubbed(session, ca_state, ref, sm2.public_key_of(sm2.generate_private_key()),
+                        {"CN": ref}, company="Xiamen Test Trading")
     session.commit()
     return out
 
@@ -111,30 +105,3 @@ def test_revoke_errors(session, ca_state, tmp_path):
     assert session.query(IssuedCertificate).filter(
         IssuedCertificate.revoked_at.is_not(None)).count() == 2
 
-
-@pytest.mark.timeout(120)
-def test_cli_crl_revoke_verify(tmp_path, capsys):
-    cfg = write_config(tmp_path)
-    base = ["--config", str(cfg)]
-    assert main([*base, "ca", "init"]) == 0
-    capsys.readouterr()
-    assert main([*base, "ca", "crl"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("-----BEGIN X509 CRL-----") and out.strip().endswith("-----")
-    crl_file = tmp_path / "var" / "ca" / "ca.crl"
-    assert crl_file.exists()
-    assert main([*base, "ca", "crl", "--verify", str(crl_file)]) == 0
-    assert "CRL OK (number 1" in capsys.readouterr().out
-    # --der through the real entry point (binary stdout)
-    res = subprocess.run([sys.executable, "-m", "mailbot.cli", *base, "ca", "crl", "--der"],
-                         capture_output=True, timeout=60, check=True)
-    assert res.stdout == crl_file.read_bytes()
-    assert crl.CertificateList.load(res.stdout).crl_number_value.native == 2
-    bad = tmp_path / "bad.crl"
-    data = bytearray(crl_file.read_bytes())
-    data[-3] ^= 0xFF
-    bad.write_bytes(bytes(data))
-    assert main([*base, "ca", "crl", "--verify", str(bad)]) == 1
-    assert "does not verify" in capsys.readouterr().err
-    assert main([*base, "ca", "revoke", "abcd", "--reason", "keyCompromise", "--by", "x"]) == 1
-    assert "no certificate with serial abcd" in capsys.readouterr().err

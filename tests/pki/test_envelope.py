@@ -1,20 +1,20 @@
-"""SM2EnvelopedKey: round trip, opened independently with OpenSSL, wrong keys, tolerated layouts."""
+"""SM2EnvelopedKey: round trip, opened independently with OpenSSL, wrong keys, tolerated layouts.
+
+The PKI alone: the pair is issued under a stub approval. `mailbot envelope open` is tested in
+tests/app/test_pki_cli.py, the envelope of a case's pair in tests/app/test_issuance.py.
+"""
 
 from __future__ import annotations
 
 import os
-import stat
 
 import pytest
-from asn1crypto import core, pem, x509
+from asn1crypto import core, x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbot.app.issuance import issue_for_case
-from mailbot.cli import main
 from mailbot.pki import der, envelope, sm2
-from mailbot.pki.signer.soft import load_private_key
-from tests.support.pki_issue import approved_case, gmssl_public_key, openssl, write_config
+from tests.support.pki_issue import gmssl_public_key, issue_csr_stubbed, openssl
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]
 
@@ -51,9 +51,8 @@ def test_round_trip_and_layout():
 def test_opened_by_openssl_independently(session, ca_state, user_csr, tmp_path):
     """The applicant's OpenSSL key opens the envelope with `pkeyutl -decrypt` + `enc -sm4-ecb`."""
     key, csr = user_csr
-    approved_case(session, "XM-2026-0101")
-    pair = issue_for_case(session, ca_state, "XM-2026-0101", csr.read_bytes(),
-                          company="Xiamen Test Trading")
+    pair = issue_csr_stubbed(session, ca_state, "XM-2026-0101", csr.read_bytes(),
+                             company="Xiamen Test Trading")
     env = _Envelope.load(pair.envelope, strict=True)
     (tmp_path / "c.der").write_bytes(env["sym_encrypted_key"].dump())
     sym = openssl("pkeyutl", "-decrypt", "-inkey", str(key), "-in", "c.der",
@@ -106,39 +105,6 @@ def test_other_symmetric_algorithm_refused():
     bad = data.replace(der.enc_oid("1.2.156.10197.1.104.1"), der.enc_oid("1.2.156.10197.1.104.2"))
     with pytest.raises(envelope.EnvelopeError, match="not SM4-ECB"):
         envelope.open_envelope(sign_d, bad)
-
-
-@pytest.mark.timeout(120)
-def test_cli_envelope_open(tmp_path, capsys):
-    cfg = write_config(tmp_path)
-    openssl("genpkey", "-algorithm", "SM2", "-out", "sign.pem", cwd=tmp_path)
-    sign_d = load_private_key((tmp_path / "sign.pem").read_bytes())
-    enc_d = sm2.generate_private_key()
-    (tmp_path / "envprivatekey").write_bytes(
-        envelope.make_envelope(sm2.public_key_of(sign_d), enc_d))
-    assert main(["--config", str(cfg), "envelope", "open", "--key", str(tmp_path / "sign.pem"),
-                 str(tmp_path / "envprivatekey")]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("-----BEGIN PRIVATE KEY-----")
-    (tmp_path / "enc.pem").write_text(out)
-    text = openssl("pkey", "-in", "enc.pem", "-noout", "-text", cwd=tmp_path).stdout.decode()
-    assert "ASN1 OID: SM2" in text
-    assert load_private_key(out.encode()) == enc_d
-    # --out: 0600, SEC1 also possible; PEM-armoured envelope accepted
-    (tmp_path / "env.pem").write_bytes(pem.armor("ENVELOPED KEY",
-                                                 (tmp_path / "envprivatekey").read_bytes()))
-    target = tmp_path / "enc2.pem"
-    assert main(["--config", str(cfg), "envelope", "open", "--key", str(tmp_path / "sign.pem"),
-                 "--format", "sec1", "--out", str(target), str(tmp_path / "env.pem")]) == 0
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert load_private_key(target.read_bytes()) == enc_d
-    assert capsys.readouterr().out == ""  # nothing on stdout when written to a file
-    # wrong key: exit 1 and a clear message
-    openssl("genpkey", "-algorithm", "SM2", "-out", "other.pem", cwd=tmp_path)
-    assert main(["--config", str(cfg), "envelope", "open", "--key",
-                 str(tmp_path / "other.pem"), str(tmp_path / "envprivatekey")]) == 1
-    err = capsys.readouterr().err
-    assert "does not fit" in err
 
 
 _SIGN_D = 0x3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8

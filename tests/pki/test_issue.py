@@ -1,4 +1,9 @@
-"""Certificate pair issuance: GM/T 0015 profile, OpenSSL 3 interop both ways, approvals, serials."""
+"""Certificate pair issuance: GM/T 0015 profile, OpenSSL 3 interop both ways, approvals, serials.
+
+The PKI alone: each pair is issued under its own stub approval, confirmed by a StubCheck
+(tests/support/pki_issue.py). Issuing for a case (issue_for_case, the cases' approval and its
+refusals) is tested in tests/app/test_issuance.py and tests/cases/test_issue_approval.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,6 @@ import pytest
 from asn1crypto import pem, x509
 from sqlalchemy.exc import IntegrityError
 
-from mailbot.app.issuance import issue_for_case
 from mailbot.pki import ca as ca_mod
 from mailbot.pki import issue, sm2
 from mailbot.pki.ca import CaState, self_signed_root
@@ -19,10 +23,11 @@ from mailbot.pki.signer import Approval, ApprovalRequired, SignerError
 from mailbot.pki.signer.soft import SoftSigner
 from tests.support.pki_issue import (
     StubCheck,
-    approved_case,
     independent_verify,
-    issue_approved,
+    issue_csr_stubbed,
+    issue_stubbed,
     openssl,
+    stub_approval,
 )
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]  # session-scoped CA, applicant CSR, software SDF lib
@@ -38,9 +43,8 @@ def _write(path: Path, der: bytes) -> Path:
 
 @pytest.fixture
 def pair(session, ca_state: CaState, user_csr) -> issue.IssuedPair:
-    approved_case(session, "XM-2026-0001")
-    out = issue_for_case(session, ca_state, "XM-2026-0001", user_csr[1].read_bytes(),
-                         company="Xiamen Test Trading", crl_url=CRL_URL)
+    out = issue_csr_stubbed(session, ca_state, "XM-2026-0001", user_csr[1].read_bytes(),
+                            company="Xiamen Test Trading", crl_url=CRL_URL)
     session.commit()
     return out
 
@@ -101,10 +105,9 @@ def test_profile_details_in_der(pair, ca_state):
 
 
 def test_cn_defaults_to_organisation(session, ca_state):
-    approved_case(session, "XM-2026-0002")
     d = sm2.generate_private_key()
-    out = issue_approved(session, ca_state, "XM-2026-0002", sm2.public_key_of(d),
-                           {"C": "CN"}, company="厦门某某报关有限公司")
+    out = issue_stubbed(session, ca_state, "XM-2026-0002", sm2.public_key_of(d),
+                        {"C": "CN"}, company="厦门某某报关有限公司")
     cert = x509.Certificate.load(out.sign_cert)
     assert cert.subject.native["common_name"] == "厦门某某报关有限公司"
     assert cert.subject.native["organization_name"] == "厦门某某报关有限公司"
@@ -115,10 +118,9 @@ def test_cn_defaults_to_organisation(session, ca_state):
 
 
 def test_validity_never_beyond_ca_and_time_types(session, ca_state, tmp_path):
-    approved_case(session, "XM-2026-0003")
     d = sm2.generate_private_key()
-    out = issue_approved(session, ca_state, "XM-2026-0003", sm2.public_key_of(d),
-                           {"CN": "bob"}, validity_years=40)
+    out = issue_stubbed(session, ca_state, "XM-2026-0003", sm2.public_key_of(d),
+                        {"CN": "bob"}, validity_years=40)
     assert out.not_after == ca_state.not_after
     assert ca_mod.x509_time(datetime(2049, 12, 31, tzinfo=UTC)).name == "utc_time"
     assert ca_mod.x509_time(datetime(2050, 1, 1, tzinfo=UTC)).name == "general_time"
@@ -129,10 +131,9 @@ def test_generalized_time_after_2049_accepted_by_openssl(session, tmp_path):
     signer = SoftSigner(sm2.generate_private_key())
     root = self_signed_root(signer, {"C": "CN", "CN": "long CA"}, years=40)
     state = CaState(signer=signer, cert=root, chain=[root])
-    approved_case(session, "XM-2026-0004")
-    out = issue_approved(session, state, "XM-2026-0004",
-                           sm2.public_key_of(sm2.generate_private_key()), {"CN": "carol"},
-                           validity_years=30)
+    out = issue_stubbed(session, state, "XM-2026-0004",
+                        sm2.public_key_of(sm2.generate_private_key()), {"CN": "carol"},
+                        validity_years=30)
     assert out.not_after.year >= 2050
     cert = x509.Certificate.load(out.sign_cert)
     assert cert["tbs_certificate"]["validity"]["not_after"].name == "general_time"
@@ -144,30 +145,43 @@ def test_generalized_time_after_2049_accepted_by_openssl(session, tmp_path):
 
 
 def test_refuses_without_approval(session, ca_state):
-    from mailbot.cases.audit import append_audit
-    from mailbot.cases.models import Case
+    """A check that does not confirm the approval: no signature, no certificate row.
 
+    The cases' refusals (no such case, no approval, not staff, moved on) are in
+    tests/cases/test_issue_approval.py.
+    """
     pub = sm2.public_key_of(sm2.generate_private_key())
+    approval = stub_approval(pub, ref="XM-2026-0005", audit_id=5)
+    check = StubCheck()  # knows no approval
+    with pytest.raises(ApprovalRequired, match="not an approval it knows"):
+        issue.issue_pair(session, ca_state, approval, check, pub, {"CN": "x"})
+    assert check.calls == 1
+    other = stub_approval(pub, ref="XM-2026-0005", audit_id=6)
     with pytest.raises(ApprovalRequired):
-        issue_approved(session, ca_state, "XM-2026-0099", pub, {"CN": "x"})  # no such case
-    case = Case(ref="XM-2026-0005", kind="new", state="received", company="X")
-    session.add(case)
-    session.flush()
-    with pytest.raises(ApprovalRequired, match="no approval"):
-        issue_approved(session, ca_state, "XM-2026-0005", pub, {"CN": "x"})
-    # an automatic actor is no approval
-    append_audit(session, actor="system", action="approve", case=case, to_state="approved")
-    with pytest.raises(ApprovalRequired, match="not a staff member"):
-        issue_approved(session, ca_state, "XM-2026-0005", pub, {"CN": "x"})
-    # an approval followed by a rejection no longer counts
-    append_audit(session, actor="张三", action="approve", case=case, to_state="approved")
-    case.state = "rejected"
-    with pytest.raises(ApprovalRequired, match="rejected, not approved"):
-        issue_approved(session, ca_state, "XM-2026-0005", pub, {"CN": "x"})
-    case.state = "approved"
-    assert issue_approved(session, ca_state, "XM-2026-0005", pub, {"CN": "x"}).sign_cert
+        issue.issue_pair(session, ca_state, approval, StubCheck(other), pub, {"CN": "x"})
+    assert session.query(IssuedCertificate).count() == 0  # refused: no row, not even reserved
+    assert issue.issue_pair(session, ca_state, approval, StubCheck(approval), pub,
+                            {"CN": "x"}).sign_cert
+    assert session.query(IssuedCertificate).count() == 2
+
+
+
+def test_rollback_after_issuing_leaves_no_row(session, ca_state):
+    """Issuing first in a transaction, then rolling back: nothing of the pair stays.
+
+    On SQLite the savepoint that reserves the sign row must sit inside the caller's
+    transaction (mailbot.db.begin_write): pysqlite would otherwise make the savepoint the
+    outermost transaction, and its RELEASE would commit the row.
+    """
+    pub = sm2.public_key_of(sm2.generate_private_key())
+    approval = stub_approval(pub, ref="XM-2026-0012", audit_id=12)
+    assert issue.issue_pair(session, ca_state, approval, StubCheck(approval), pub,
+                            {"CN": "x"}).sign_cert
     session.rollback()
     assert session.query(IssuedCertificate).count() == 0
+
+
+def test_signer_refuses_without_record_or_check(ca_state):
     # the signer itself refuses to begin without a record, or without a check
     with pytest.raises(ApprovalRequired):
         ca_state.signer.begin_issuance(None, StubCheck())  # type: ignore[arg-type]
@@ -179,8 +193,7 @@ def test_refuses_without_approval(session, ca_state):
         ca_state.signer.begin_issuance(complete, None)  # type: ignore[arg-type]
 
 
-def test_ca_operation_path_cannot_sign_end_entity(session, ca_state):
-    approved_case(session, "XM-2026-0006")
+def test_ca_operation_path_cannot_sign_end_entity(ca_state):
     d = sm2.generate_private_key()
     start, end = issue.validity(ca_state, 1)
     tbs = issue.build_tbs(ca_state, kind="sign", subject=ca_mod.build_name({"CN": "eve"}),
@@ -195,9 +208,8 @@ def test_ca_operation_path_cannot_sign_end_entity(session, ca_state):
 
 
 def test_serial_unique_per_issuer_in_database(session, ca_state, monkeypatch):
-    approved_case(session, "XM-2026-0007")
     pub = sm2.public_key_of(sm2.generate_private_key())
-    first = issue_approved(session, ca_state, "XM-2026-0007", pub, {"CN": "dave"})
+    first = issue_stubbed(session, ca_state, "XM-2026-0007", pub, {"CN": "dave"})
     session.commit()
     row = session.query(IssuedCertificate).filter_by(serial=first.sign_serial).one()
     dup = IssuedCertificate(issuer_key_id=row.issuer_key_id, issuer=row.issuer,
@@ -211,8 +223,7 @@ def test_serial_unique_per_issuer_in_database(session, ca_state, monkeypatch):
     used = int(first.sign_serial, 16)
     fresh = iter([used, used, ca_mod.random_serial(), ca_mod.random_serial()])
     monkeypatch.setattr(issue, "random_serial", lambda: next(fresh))
-    approved_case(session, "XM-2026-0008")
-    second = issue_approved(session, ca_state, "XM-2026-0008", pub, {"CN": "dave"})
+    second = issue_stubbed(session, ca_state, "XM-2026-0008", pub, {"CN": "dave"})
     session.commit()
     assert used not in (int(second.sign_serial, 16), int(second.enc_serial, 16))
     assert session.query(IssuedCertificate).count() == 4
@@ -221,11 +232,12 @@ def test_serial_unique_per_issuer_in_database(session, ca_state, monkeypatch):
 
 
 def test_invalid_csr_refused(session, ca_state, tmp_path):
-    approved_case(session, "XM-2026-0009")
+    """check_csr again at issuing time: an invalid request is not signed."""
     openssl("genpkey", "-algorithm", "SM2", "-out", "k.pem", cwd=tmp_path)
     # OpenSSL's default (empty) SM2 ID: not a valid request here
     openssl("req", "-new", "-key", "k.pem", "-sm3", "-subj", "/CN=x", "-out", "r.csr",
             cwd=tmp_path)
     with pytest.raises(issue.IssueError, match="csr_wrong_sm2_id"):
-        issue_for_case(session, ca_state, "XM-2026-0009", (tmp_path / "r.csr").read_bytes(),
-                       company="X")
+        issue_csr_stubbed(session, ca_state, "XM-2026-0009", (tmp_path / "r.csr").read_bytes(),
+                          company="X")
+    assert session.query(IssuedCertificate).count() == 0

@@ -1,4 +1,7 @@
-"""Signers: soft key files (formats, passphrase, permissions) and SDF through a real C library."""
+"""Signers: soft key files (formats, passphrase, permissions) and SDF through a real C library.
+
+The PKI alone: certificates are issued under stub approvals (tests/support/pki_issue.py).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,8 @@ from mailbot.pki.signer.sdf import SDR_BASE, ECCSignature, SdfError, SdfSigner
 from mailbot.pki.signer.soft import KeyFileError, SoftSigner, load_private_key, write_private_key
 from tests.support.pki_issue import (
     StubCheck,
-    approved_case,
     independent_verify,
-    issue_approved,
+    issue_stubbed,
     openssl,
     write_config,
 )
@@ -159,9 +161,8 @@ def test_certificate_signed_via_sdf_verifies_with_openssl(sdf_env, session, tmp_
     try:
         root = self_signed_root(signer, {"C": "CN", "CN": "HSM CA"})
         state = CaState(signer=signer, cert=root, chain=[root])
-        approved_case(session, "XM-2026-0301")
-        pair = issue_approved(session, state, "XM-2026-0301",
-                              sm2.public_key_of(sm2.generate_private_key()), {"CN": "h"})
+        pair = issue_stubbed(session, state, "XM-2026-0301",
+                             sm2.public_key_of(sm2.generate_private_key()), {"CN": "h"})
         assert pair.approval.staff == "张三"
         # no approval, no signature: also on the device
         with pytest.raises(ApprovalRequired):

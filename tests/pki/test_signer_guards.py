@@ -170,6 +170,25 @@ def test_check_runs_before_every_signature(session, ca_state):
         issuance.sign(_tbs(ca_state, enc_pub, kind="enc"), "enc")
 
 
+def test_a_refused_signature_leaves_no_empty_certificate_row(session, ca_state):
+    """The (approval, kind) slot reserved before signing is given back when signing fails."""
+    pub = _pub()
+    approval = stub_approval(pub, ref="XM-2026-0913", audit_id=913)
+
+    class WithdrawnBeforeTheSecond(StubCheck):
+        def confirm(self, approval):  # type: ignore[no-untyped-def]
+            super().confirm(approval)
+            if self.calls == 2:
+                self.approved.clear()
+
+    with pytest.raises(ApprovalRequired):
+        issue.issue_pair(session, ca_state, approval, WithdrawnBeforeTheSecond(approval), pub,
+                         {"CN": "a"})
+    rows = session.query(IssuedCertificate).filter_by(approval_audit_id=913).all()
+    assert [(r.kind, bool(r.der)) for r in rows] == [("sign", True)]  # no reserved enc row
+    session.rollback()
+
+
 def test_ca_operations_keep_their_own_path(ca_state):
     pub = _pub()
     # an end-entity TBS is not a CA operation, and a CA TBS is no end entity

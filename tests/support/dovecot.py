@@ -169,13 +169,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
 
 
-def _ensure_vmail() -> tuple[int, int]:
+def ensure_vmail() -> tuple[int, int]:
     """The vmail system user that owns the test mail (created once, idempotently)."""
     try:
         pw = pwd.getpwnam(VMAIL)
@@ -486,13 +486,13 @@ def _serve(tls: bool, namespace: str = "plain") -> Iterator[DovecotServer]:
     if shutil.which("dovecot") is None:
         pytest.skip("dovecot binary not found (Debian package dovecot-imapd); "
                     "scripts/test installs it")
-    uid, gid = _ensure_vmail()
+    uid, gid = ensure_vmail()
     root = Path(tempfile.mkdtemp(prefix="mailbot-dovecot-"))
     server: DovecotServer | None = None
     last_error: Exception | None = None
     for _ in range(3):  # the free port may be taken between probe and bind
-        server = DovecotServer(root=root, port=_free_port(), uid=uid, gid=gid,
-                               tls_port=_free_port() if tls else 0, namespace=namespace)
+        server = DovecotServer(root=root, port=free_port(), uid=uid, gid=gid,
+                               tls_port=free_port() if tls else 0, namespace=namespace)
         try:
             server.start()
             break

@@ -1,7 +1,8 @@
 """The layer contracts of DESIGN.md §2, checked by reading every import of the package.
 
 Counts `import x` and `from x import y` anywhere in a module: at the top, inside functions,
-under `if TYPE_CHECKING:`, relative or absolute. Run `python3 -m tests.support.layers` to
+under `if TYPE_CHECKING:`, relative or absolute; and `importlib.import_module("x")` or
+`__import__("x")` with the name written out. Run `python3 -m tests.support.layers` to
 print each contract as KEPT or BROKEN (exit 1 when one is broken); tests/test_layers.py
 runs the same check in the test command.
 """
@@ -91,6 +92,17 @@ def imports(package: Path = PACKAGE) -> Iterator[Import]:
                 for alias in node.names:
                     # `from mailbot import x` may name a module x: count the deeper one.
                     yield Import(module, f"{base}.{alias.name}", node.lineno)
+            elif isinstance(node, ast.Call) and _is_dynamic_import(node.func) and node.args \
+                    and isinstance(node.args[0], ast.Constant) \
+                    and isinstance(node.args[0].value, str):
+                # importlib.import_module("mailbot.cases.store") hides an arrow just as well
+                yield Import(module, node.args[0].value, node.lineno)
+
+
+def _is_dynamic_import(func: ast.expr) -> bool:
+    """`import_module(...)`, `importlib.import_module(...)` or `__import__(...)`."""
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name in ("import_module", "__import__")
 
 
 def violations(package: Path = PACKAGE) -> dict[str, list[str]]:

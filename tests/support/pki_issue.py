@@ -1,8 +1,9 @@
-"""Helpers for the PKI issuance tests: OpenSSL runs, approvals, an independent SM2 verify.
+"""Helpers for the PKI tests: OpenSSL runs, stub approvals, an independent SM2 verify.
 
-Two kinds of approval: `approved_case` + `issue_approved` go through the cases' audit log and
-`CaseApprovalCheck` (as mailbot.app wires it); `StubCheck` + `stub_approval` let the PKI be
-tested alone, with a check that confirms exactly the approvals it was given.
+The PKI is tested alone: `StubCheck` + `stub_approval` stand in for the cases' approval, with
+a check that confirms exactly the approvals it was given (one approval gives one pair, so each
+pair needs its own: `issue_stubbed` makes a fresh one per call). Nothing here imports cases or
+app; the case-backed helpers (`approved_case`, `issue_approved`) live in tests/support/cases.py.
 
 The independent verifier is written here from GB/T 32918.2 with gmssl's point arithmetic and
 hashlib's SM3, so CRL/certificate signatures are not checked only by mailbot.pki.sm2.
@@ -11,6 +12,7 @@ hashlib's SM3, so CRL/certificate signatures are not checked only by mailbot.pki
 from __future__ import annotations
 
 import hashlib
+import itertools
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +20,6 @@ from pathlib import Path
 from gmssl.sm2 import CryptSM2
 from sqlalchemy.orm import Session
 
-from mailbot.cases.approval import CaseApprovalCheck, approval_for_case
-from mailbot.cases.audit import append_audit
-from mailbot.cases.models import Case
 from mailbot.pki import issue
 from mailbot.pki.approval import Approval, key_fingerprint
 from mailbot.pki.ca import CaState
@@ -44,26 +43,6 @@ def openssl(*args: str, cwd: Path | None = None, check: bool = True,
     return res
 
 
-def approved_case(session: Session, ref: str, company: str = "厦门测试贸易有限公司",
-                  staff: str = "张三") -> Case:
-    case = Case(ref=ref, kind="new", state="awaiting_confirmation", company=company)
-    session.add(case)
-    session.flush()
-    append_audit(session, actor=staff, action="approve", case=case,
-                 from_state="awaiting_confirmation", to_state="approved")
-    case.state = "approved"
-    session.flush()
-    return case
-
-
-def issue_approved(session: Session, ca: CaState, ref: str, public_key: bytes,
-                   subject: dict[str, str], **kwargs: object) -> issue.IssuedPair:
-    """Issue under the case's approval from its audit log, checked by CaseApprovalCheck."""
-    approval = approval_for_case(session, ref, public_key)
-    return issue.issue_pair(session, ca, approval, CaseApprovalCheck(session), public_key,
-                            subject, **kwargs)  # type: ignore[arg-type]
-
-
 class StubCheck:
     """An ApprovalCheck confirming exactly the approvals it was given; counts its calls."""
 
@@ -81,6 +60,31 @@ def stub_approval(public_key: bytes, ref: str = "XM-2026-0900", audit_id: int = 
                   staff: str = "张三") -> Approval:
     return Approval(case_ref=ref, staff=staff, at=datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
                     audit_id=audit_id, key_fingerprint=key_fingerprint(public_key))
+
+
+_AUDIT_IDS = itertools.count(100_000)  # stub approvals' audit ids, apart from hand-picked ones
+
+
+def issue_stubbed(session: Session, ca: CaState, ref: str, public_key: bytes,
+                  subject: dict[str, str], *, audit_id: int | None = None,
+                  staff: str = "张三", **kwargs: object) -> issue.IssuedPair:
+    """Issue a pair under a fresh stub approval for `ref`, confirmed by its own StubCheck."""
+    approval = stub_approval(public_key, ref=ref, staff=staff,
+                             audit_id=next(_AUDIT_IDS) if audit_id is None else audit_id)
+    return issue.issue_pair(session, ca, approval, StubCheck(approval), public_key, subject,
+                            **kwargs)  # type: ignore[arg-type]
+
+
+def issue_csr_stubbed(session: Session, ca: CaState, ref: str, csr: bytes, *,
+                      audit_id: int | None = None, **kwargs: object) -> issue.IssuedPair:
+    """issue_from_csr (check_csr again, then issue) under a fresh stub approval of its key."""
+    from mailbot.pki.csr import check_csr
+
+    public_key = check_csr(csr).public_key or bytes(65)  # an invalid request is refused anyway
+    approval = stub_approval(public_key, ref=ref,
+                             audit_id=next(_AUDIT_IDS) if audit_id is None else audit_id)
+    return issue.issue_from_csr(session, ca, approval, StubCheck(approval), csr,
+                                **kwargs)  # type: ignore[arg-type]
 
 
 def independent_verify(pub65: bytes, message: bytes, sig_der: bytes, uid: bytes = STD_ID) -> bool:
