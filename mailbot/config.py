@@ -106,6 +106,14 @@ class CaConfig:
 
 
 @dataclass
+class CasesConfig:
+    approvals_required: int = 1  # 2: two different staff members must approve
+    incomplete_expiry_days: int = 30  # an incomplete case expires this long after it became so; 0: never
+    mailbox_actor: str = "mailbox"  # the audit actor of approvals by flag or folder
+    reject_reason: str = "退回：申请材料不符合要求"  # for mail moved to 退回
+
+
+@dataclass
 class Config:
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
@@ -113,6 +121,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     ca: CaConfig = field(default_factory=CaConfig)
+    cases: CasesConfig = field(default_factory=CasesConfig)
     rules_dir: str = str(DEFAULT_RULES_DIR)  # the shipped rules unless a file names others
     templates_dir: str = str(DEFAULT_TEMPLATES_DIR)
     base_dir: str = "."  # relative paths resolve against the config file's folder (or cwd)
@@ -145,6 +154,15 @@ class Config:
         if self.ca.signer not in CA_SIGNERS:
             raise ConfigError(f"[ca] signer = {self.ca.signer!r}: use one of "
                               f"{', '.join(CA_SIGNERS)}")
+        if self.cases.approvals_required not in (1, 2):
+            raise ConfigError(f"[cases] approvals_required = {self.cases.approvals_required!r}:"
+                              " use 1 or 2")
+        if self.cases.incomplete_expiry_days < 0:
+            raise ConfigError("[cases] incomplete_expiry_days must be 0 (never) or more")
+        actor = self.cases.mailbox_actor.strip()
+        if not actor or actor == "system" or actor.startswith("message:"):
+            raise ConfigError(f"[cases] mailbox_actor = {actor!r}: name the staff role approving"
+                              " by flag or folder (e.g. \"mailbox\"), not system or message:…")
         problem = _smtp_url_problem(self.smtp.url.strip())
         if problem:
             raise ConfigError(f"[smtp] url = {_redact(self.smtp.url.strip())!r}: {problem}; use "

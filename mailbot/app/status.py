@@ -1,4 +1,5 @@
-"""What `mailbot status` reports: message and case counts, mailboxes, parked and oversize mail."""
+"""What `mailbot status` reports: message and case counts, mailboxes, parked and oversize mail,
+and whether the CA key is encrypted."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.models import MESSAGE_OVERSIZE, MESSAGE_PARKED, MailboxState, Message
 from mailbot.mailbox.url import source_from_config
+from mailbot.pki.ca import key_status
 
 
 def _iso(when: datetime | None) -> str | None:
@@ -52,6 +54,9 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             not_moved = {"count": int(count or 0), "since": _iso(oldest)}
             return {"messages": messages, "cases": cases, "mailboxes": mailboxes,
                     "parked": rows(MESSAGE_PARKED), "oversize": rows(MESSAGE_OVERSIZE),
-                    "not_moved": not_moved}
+                    "not_moved": not_moved,
+                    # how the CA key is kept (read without opening it); a warning when the
+                    # soft key is in clear
+                    "ca": key_status(cfg).as_dict()}
     finally:
         engine.dispose()

@@ -22,11 +22,17 @@ def _sm3_hex(data: bytes) -> str:
     return hashlib.new("sm3", data).hexdigest()
 
 
-AUDIT_FIELDS = ("case_id", "at", "actor", "action", "from_state", "to_state", "reason")
+AUDIT_FIELDS = ("case_id", "at", "actor", "action", "from_state", "to_state", "reason", "via")
+# The channel of an action: a staff command, the mailbox (flags, folders), or mailbot itself.
+VIA = ("cli", "mailbox", "system")
 
 
 def row_digest(prev_hash: str, row: dict[str, Any]) -> str:
-    """SM3 over the previous hash and every recorded field, in a canonical JSON form."""
+    """SM3 over the previous hash and every recorded field, in a canonical JSON form.
+
+    `via` came later: it is part of the hashed body only when set, so rows written before
+    it existed (via NULL) hash as they always did and keep verifying.
+    """
     body = {
         "prev": prev_hash,
         "case_id": row["case_id"],
@@ -37,6 +43,8 @@ def row_digest(prev_hash: str, row: dict[str, Any]) -> str:
         "to": row["to_state"],
         "reason": row["reason"],
     }
+    if row.get("via") is not None:
+        body["via"] = row["via"]
     return _sm3_hex(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8"))
 
 
@@ -56,30 +64,33 @@ def _head(session: Session) -> str:
 
 def append_audit(session: Session, *, actor: str, action: str, case: Case | None = None,
                  from_state: str | None = None, to_state: str | None = None,
-                 reason: str | None = None) -> AuditEntry:
+                 reason: str | None = None, via: str | None = None) -> AuditEntry:
     """Add one chained row to the session (not committed: it joins the caller's work).
 
     Another writer that got in first makes the unique prev_hash fail at commit, and the
     caller retries.
     """
+    if via is not None and via not in VIA:
+        raise ValueError(f"unknown audit channel {via!r}: one of {', '.join(VIA)}")
     if case is not None and case.id is None:
         session.flush()  # the case needs its id: it is part of the hashed row
     entry = AuditEntry(case_id=case.id if case is not None else None, at=now(), actor=actor,
                        action=action, from_state=from_state, to_state=to_state, reason=reason,
-                       prev_hash=_head(session))
+                       via=via, prev_hash=_head(session))
     entry.hash = entry_digest(entry)
     session.add(entry)
     session.info[_HEAD] = entry.hash
     return entry
 
 
-def append_audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+def append_audit_rows(session: Session, rows: list[dict[str, Any]]) -> list[str]:
     """Chain and insert many rows at once (dicts of AUDIT_FIELDS; `at` defaults to now).
 
-    Pending ORM rows are flushed first, so ids keep following the chain.
+    Pending ORM rows are flushed first, so ids keep following the chain. Returns the rows'
+    hashes, in order.
     """
     if not rows:
-        return
+        return []
     head = _head(session)
     session.flush()
     stamp = now()
@@ -93,6 +104,7 @@ def append_audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     # render_nulls: NULLs as values, so rows of any shape go in one multi-row INSERT.
     session.execute(insert(AuditEntry).execution_options(render_nulls=True), chained)
     session.info[_HEAD] = head
+    return [row["hash"] for row in chained]
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -40,6 +40,14 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now, onupdate=now)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Set by the workflow with every state change (incomplete cases expire from it).
+    state_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The phone confirmation (cases confirm, or an approval that includes it).
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    confirmed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The call to the handler after delivery (cases called): until then on the to-call list.
+    called_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    called_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     # Intake's messages table knows no cases: the link is declared from this side.
     messages: Mapped[list[Message]] = relationship(Message, backref=backref("case"))
@@ -126,6 +134,27 @@ class AuditEntry(Base):
     from_state: Mapped[str | None] = mapped_column(String(30), nullable=True)
     to_state: Mapped[str | None] = mapped_column(String(30), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # cli | mailbox | system; NULL on rows from before it was recorded (hashed only when set)
+    via: Mapped[str | None] = mapped_column(String(10), nullable=True)
     # unique: two writers chaining onto the same row would fork the chain; one must retry
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class CaseNotice(Base):
+    """What a transition says should be sent (a template to a kind of recipient).
+
+    The outbox turns these into outgoing mail; until then they are the record of it.
+    `audit_hash` names the audit row of the transition that asked for it.
+    """
+
+    __tablename__ = "case_notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    template: Mapped[str] = mapped_column(String(40))
+    recipients: Mapped[str] = mapped_column(String(20))  # sender | form_address
+    message_row_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), nullable=True)
+    audit_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

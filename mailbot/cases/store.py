@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
+from mailbot.cases import workflow
 from mailbot.cases.audit import append_audit, append_audit_rows
-from mailbot.cases.models import Attachment, Case, CaseCounter, CaseField, CaseFinding
+from mailbot.cases.models import Attachment, Case, CaseCounter, CaseField, CaseFinding, CaseNotice
 from mailbot.clock import now
 from mailbot.findings import Finding
 from mailbot.intake.models import Message
@@ -30,13 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPENING_KINDS = ("new", "revoke")
-# States in which an applicant's reply can still change the case.
-OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
-
-
-BLOCKING = ("reject", "missing")  # finding severities that keep a case incomplete
-_CHECK_REASON = {"incomplete": "materials or request need fixing",
-                 "awaiting_confirmation": "materials complete; waiting for the phone confirmation"}
+# States in which an applicant's reply can still change the case (the workflow's).
+OPEN_STATES = workflow.OPEN_STATES
+BLOCKING = workflow.BLOCKING
 
 
 @dataclass
@@ -154,10 +151,9 @@ class CaseStore:
         findings.extend(self._finding_row(None, f.code, f.severity, f.detail, f.facts, at)
                         for f in map(missing_material, missing_of(
                             case.kind, facts.materials_present, self.required)))
-        if any(f["severity"] in BLOCKING for f in findings):
-            case.state = "incomplete"
-        else:
-            case.state = "awaiting_confirmation"
+        # The first verdict goes in with the case row; opening_rows audits both steps.
+        case.state = workflow.initial_state(str(f["severity"]) for f in findings)
+        case.state_changed_at = at
         self._openings.append(_Opening(case, message.id, fields, findings))
         return case
 
@@ -184,22 +180,28 @@ class CaseStore:
                 self.session.execute(insert(model).execution_options(render_nulls=True), rows)
         self._attachments = []
         audit: list[dict[str, object]] = []
+        notices: list[tuple[_Opening, workflow.Notice | None]] = []
         for o in self._openings:
-            # The case row went in with its verdict; the log tells both steps.
-            audit.append({"case_id": o.case.id, "actor": f"message:{o.message_id}",
-                          "action": "open", "to_state": "received",
-                          "reason": f"{o.case.kind} application by mail"})
-            audit.append({"case_id": o.case.id, "actor": "system", "action": "intake_check",
-                          "from_state": "received", "to_state": o.case.state,
-                          "reason": _CHECK_REASON[o.case.state]})
-        append_audit_rows(self.session, audit)
+            rows, notice = workflow.opening_rows(o.case, o.message_id)
+            audit.extend(rows)
+            notices.append((o, notice))
+        hashes = append_audit_rows(self.session, audit)
+        # Each opening wrote two rows: the verdict's (the second) asked for the notice.
+        notice_rows = [{"case_id": o.case.id, "template": n.template,
+                        "recipients": n.recipients, "message_row_id": o.message_id,
+                        "audit_hash": hashes[2 * i + 1], "created_at": now(),
+                        "queued_at": None}
+                       for i, (o, n) in enumerate(notices) if n is not None]
+        if notice_rows:
+            self.session.execute(insert(CaseNotice).execution_options(render_nulls=True),
+                                 notice_rows)
         self._openings = []
 
     def _join_case(self, case: Case, message: Message, facts: MessageFacts) -> None:
         message.case = case
         self.session.flush()
         append_audit(self.session, actor=f"message:{message.id}", action="reply", case=case,
-                     reason="applicant replied")
+                     reason="applicant replied", via="system")
         if case.state not in OPEN_STATES:
             return  # a reply to a settled case is kept with it, but changes nothing
         self._record_fields(case, message, facts.form)
@@ -211,7 +213,8 @@ class CaseStore:
         # Materials count across the whole case; the reply's own missing list does not apply.
         own = [f for f in facts.findings if f.code != "missing_material"]
         self._add_findings(case, message, own)
-        self._settle_state(case, actor=f"message:{message.id}")
+        workflow.reassess(self.session, case, actor=f"message:{message.id}", via="system",
+                          required=self.required, message_row_id=message.id)
 
     def _record_fields(self, case: Case, message: Message, form: dict[str, str]) -> None:
         current = {f.key: f for f in case.fields}
@@ -236,46 +239,13 @@ class CaseStore:
                                              facts=_jsonable(f.facts)))
 
     def _open_findings(self, case: Case) -> list[CaseFinding]:
-        return [f for f in case.findings if f.resolved_at is None and f.overridden_by is None]
+        return workflow.open_findings(case)
 
     def materials_present(self, case: Case) -> set[str]:
-        rows = self.session.scalars(
-            select(Attachment.materials).join(Message).where(Message.case_id == case.id))
-        return {m for materials in rows for m in (materials or [])}
+        return workflow.materials_present(self.session, case)
 
     def missing_materials(self, case: Case) -> list[str]:
         return missing_of(case.kind, self.materials_present(case), self.required)
-
-    def _sync_missing(self, case: Case, missing: list[str]) -> str:
-        """One open missing_material finding per absent material; resolve the rest.
-
-        Returns the state the findings call for: incomplete or awaiting_confirmation.
-        """
-        open_missing = {f.facts.get("material"): f for f in self._open_findings(case)
-                        if f.code == "missing_material"}
-        for material, f in open_missing.items():
-            if material not in missing:
-                f.resolved_at = now()
-        for material in missing:
-            if material not in open_missing:
-                f = missing_material(material)
-                case.findings.append(CaseFinding(code=f.code, severity=f.severity,
-                                                 detail=f.detail, facts=f.facts))
-        blocking = any(f.severity in BLOCKING for f in self._open_findings(case))
-        return "incomplete" if blocking else "awaiting_confirmation"
-
-    def _move_state(self, case: Case, target: str, actor: str) -> None:
-        """Audit the intake check's verdict when it changes the case's state."""
-        if case.state == target:
-            return
-        append_audit(self.session, actor=actor, action="intake_check", case=case,
-                     from_state=case.state, to_state=target, reason=_CHECK_REASON[target])
-        case.state = target
-
-    def _settle_state(self, case: Case, actor: str) -> None:
-        """Sync missing-material findings with all the case's files, then incomplete vs ready."""
-        self.session.flush()  # this message's files count too
-        self._move_state(case, self._sync_missing(case, self.missing_materials(case)), actor)
 
 
 def _jsonable(facts: object) -> dict[str, object]:

@@ -17,10 +17,10 @@ from mailbot.cli.errors import OperationFailed, UsageError
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory, upgrade
 from mailbot.pki import envelope
-from mailbot.pki.ca import CaState, ca_certificate, dn_text, init_ca, load_ca
-from mailbot.pki.crl import make_crl, serial_of_cert, verify_crl
+from mailbot.pki.ca import CaState, ca_certificate, dn_text, init_ca, key_status, load_ca
+from mailbot.pki.crl import current_crl, serial_of_cert, verify_crl
 from mailbot.pki.errors import PkiError
-from mailbot.pki.models import REVOCATION_REASONS
+from mailbot.pki.models import REVOKE_REASONS
 from mailbot.pki.signer.soft import load_private_key, private_key_pem
 
 
@@ -50,15 +50,22 @@ def _cmd_init(args: argparse.Namespace) -> int:
                         import_chain=Path(args.chain) if args.chain else None, force=args.force)
     print(f"CA ready: {dn_text(state.subject)}")
     print(f"  certificate: {cfg.var_path(cfg.ca.cert_path)}")
+    ks = key_status(cfg)
     if cfg.ca.signer == "soft":
-        print(f"  key:         {cfg.var_path(cfg.ca.key_path)} (mode 0600)")
+        print(f"  key:         {cfg.var_path(cfg.ca.key_path)} (mode 0600, "
+              f"{ks.protection or 'NOT encrypted'})")
     print(f"  key id:      {state.key_id_hex}")
+    if ks.warning:
+        print(f"mailbot: warning: {ks.warning}", file=sys.stderr)
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     with _refused():
         state = _load(args.config)
+    ks = key_status(args.config)
+    if ks.warning:  # stderr, also with --pem: stdout stays the chain alone
+        print(f"mailbot: warning: {ks.warning}", file=sys.stderr)
     if args.pem:
         sys.stdout.write(state.chain_pem())  # nothing else: scripts pipe this to openssl
         return 0
@@ -70,6 +77,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
           f"{state.not_after:%Y-%m-%d}")
     print(f"key id:     {state.key_id_hex}")
     print(f"signer:     {args.config.ca.signer} ({state.signer!r})")
+    if ks.signer == "soft":
+        print(f"key:        {ks.key_path} ({ks.protection or 'NOT encrypted'})")
     print(f"chain:      {len(state.chain)} certificate(s)")
     return 0
 
@@ -89,12 +98,16 @@ def _cmd_crl(args: argparse.Namespace) -> int:
     with _refused():
         state = _load(cfg)
         with _session(cfg) as s:
-            der = make_crl(s, state, next_update_days=cfg.ca.crl_next_update_days)
+            # a new CRL only when a revocation changed or nextUpdate is near (pki/crl.py)
+            cur = current_crl(s, state, next_update_days=cfg.ca.crl_next_update_days,
+                              force=args.force)
+            der = cur.der
             path = cfg.var_path(cfg.ca.crl_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_bytes(der)
-            os.replace(tmp, path)  # readers never see half a CRL
+            if cur.made or not path.is_file() or path.read_bytes() != der:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(path.suffix + ".tmp")
+                tmp.write_bytes(der)
+                os.replace(tmp, path)  # readers never see half a CRL
             s.commit()
     if args.der:
         sys.stdout.buffer.write(der)
@@ -172,15 +185,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = casub.add_parser("show", help="show the CA; --pem prints only the chain as PEM")
     p.add_argument("--pem", action="store_true")
     p.set_defaults(func=_cmd_show)
-    p = casub.add_parser("crl", help="bring the CRL up to date, write it, print it (PEM)")
+    p = casub.add_parser("crl", help="bring the CRL up to date, write it, print it (PEM); a "
+                                      "new CRL only after a revocation or near nextUpdate")
     p.add_argument("--der", action="store_true", help="print DER instead of PEM")
+    p.add_argument("--force", action="store_true",
+                   help="make a new CRL (next number) even when the current one holds")
     p.add_argument("--verify", metavar="FILE",
                    help="check a CRL file against the CA (SM2, standard ID) instead")
     p.set_defaults(func=_cmd_crl)
     p = casub.add_parser("revoke", help="revoke a certificate issued here")
     p.add_argument("serial", nargs="?", help="serial number (hex)")
     p.add_argument("--cert", metavar="FILE", help="the certificate file (.cer, PEM or DER)")
-    p.add_argument("--reason", required=True, choices=list(REVOCATION_REASONS))
+    # removeFromCRL is not offered: it belongs to delta CRLs only (RFC 5280 5.3.1)
+    p.add_argument("--reason", required=True, choices=list(REVOKE_REASONS))
     p.add_argument("--by", required=True, metavar="NAME", help="staff member / 经办人")
     p.set_defaults(func=_cmd_revoke)
 

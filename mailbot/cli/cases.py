@@ -1,24 +1,37 @@
-"""`mailbot cases list|show` and `mailbot audit verify` (read-only views for staff)."""
+"""`mailbot cases …` (views and staff actions) and `mailbot audit verify`.
+
+Views open the database read-only and never create one. Staff actions need an existing
+schema, take only `--by NAME` (and `--reason` where the contract says), never prompt, and go
+through mailbot.cases.workflow (refused: one line, exit 1).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailbot.cases import workflow
 from mailbot.cases.audit import verify_chain
-from mailbot.cases.models import CASE_STATES, AuditEntry, Case
+from mailbot.cases.models import CASE_STATES, AuditEntry, Case, CaseNotice
 from mailbot.cases.store import CaseStore
-from mailbot.cli.errors import OperationFailed
+from mailbot.cli.errors import OperationFailed, UsageError
 from mailbot.db import make_engine, require_schema, session_factory
+from mailbot.intake.facts import FORM_KEYS
 from mailbot.intake.models import Message
 from mailbot.rules.materials import configured_required
+
+T = TypeVar("T")
+WRITE_TRIES = 3  # a clash with another writer on the audit chain head: read again, retry
 
 STATE_NAMES = {
     "received": "已接收", "incomplete": "材料不全", "awaiting_confirmation": "待电话确认",
@@ -41,15 +54,67 @@ def _session(args: argparse.Namespace) -> Iterator[Session]:
         engine.dispose()
 
 
+def _write(args: argparse.Namespace, action: Callable[[Session], T]) -> T:
+    """Run a staff action in one transaction on an existing database; a refusal is one line
+    (exit 1), a clash with another writer on the audit chain is retried."""
+    url = args.config.database_url
+    require_schema(url)
+    engine = make_engine(url)
+    try:
+        for attempt in range(1, WRITE_TRIES + 1):
+            try:
+                with session_factory(engine)() as s:
+                    result = action(s)
+                    s.commit()
+                    return result
+            except workflow.TransitionRefused as exc:
+                raise OperationFailed(str(exc), "该操作不允许") from None
+            except IntegrityError:
+                if attempt == WRITE_TRIES:
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        engine.dispose()
+
+
+def _staff_name(value: str) -> str:
+    name = value.strip()
+    if not workflow.is_staff(name):
+        raise UsageError(f"--by {value!r}: give a staff member's name (not system or "
+                         "message:…)", "请用 --by 填写经办人员姓名")
+    return name
+
+
+def _case(s: Session, ref: str) -> Case:
+    case = workflow.case_for_update(s, ref)
+    if case is None:
+        raise OperationFailed(f"no such case: {ref}", "无此案件")
+    return case
+
+
+def _policy(args: argparse.Namespace) -> workflow.Policy:
+    return workflow.Policy.from_config(args.config.cases)
+
+
+def _required(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    return configured_required(args.config.rules_dir)
+
+
 def case_summary(case: Case) -> dict[str, Any]:
     return {"ref": case.ref, "kind": case.kind, "state": case.state, "company": case.company,
             "applicant_address": case.applicant_address,
-            "created_at": case.created_at.isoformat(), "updated_at": case.updated_at.isoformat()}
+            "created_at": case.created_at.isoformat(), "updated_at": case.updated_at.isoformat(),
+            "confirmed_by": case.confirmed_by,
+            "to_call": case.state == "delivered" and case.called_at is None}
 
 
 def case_detail(session: Session, case: Case,
-                required: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+                required: dict[str, tuple[str, ...]] | None = None,
+                expiry_days: int = 0) -> dict[str, Any]:
     """What staff see of one case; `required`: the configured rules' required materials."""
+    since = case.state_changed_at or case.updated_at
+    expires = (since + timedelta(days=expiry_days)).isoformat() \
+        if case.state == "incomplete" and expiry_days > 0 else None
     store = CaseStore(session, required)
     messages = session.scalars(select(Message).where(Message.case_id == case.id)
                                .order_by(Message.id)).all()
@@ -58,17 +123,28 @@ def case_detail(session: Session, case: Case,
         "fields": {f.key: {"value": f.value, "source": f.source} for f in case.fields},
         "missing": store.missing_materials(case),
         "findings": [{"code": f.code, "severity": f.severity, "detail": f.detail,
-                      "open": f.resolved_at is None and f.overridden_by is None}
+                      "open": f.resolved_at is None and f.overridden_by is None,
+                      "overridden_by": f.overridden_by, "override_reason": f.override_reason}
                      for f in case.findings],
+        "confirmed": ({"by": case.confirmed_by, "at": case.confirmed_at.isoformat()}
+                      if case.confirmed_at else None),
+        "called": ({"by": case.called_by, "at": case.called_at.isoformat()}
+                   if case.called_at else None),
+        "expires_at": expires,
         "messages": [{"id": m.id, "message_id": m.message_id, "subject": m.subject,
                       "from": m.from_addr, "kind": m.kind, "fetched_at": m.fetched_at.isoformat(),
                       "attachments": [{"filename": a.filename, "materials": a.materials,
                                        "size": a.size} for a in m.attachments]}
                      for m in messages],
         "audit": [{"at": a.at.isoformat(), "actor": a.actor, "action": a.action,
-                   "from": a.from_state, "to": a.to_state, "reason": a.reason}
+                   "from": a.from_state, "to": a.to_state, "reason": a.reason, "via": a.via}
                   for a in session.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id)
                                            .order_by(AuditEntry.id))],
+        "notices": [{"at": n.created_at.isoformat(), "template": n.template,
+                     "recipients": n.recipients, "message_row_id": n.message_row_id,
+                     "queued": n.queued_at is not None}
+                    for n in session.scalars(select(CaseNotice).where(
+                        CaseNotice.case_id == case.id).order_by(CaseNotice.id))],
     }
 
 
@@ -77,6 +153,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         q = select(Case).order_by(Case.id)
         if args.state:
             q = q.where(Case.state == args.state)
+        if args.to_call:
+            q = q.where(Case.state == "delivered", Case.called_at.is_(None))
         cases = s.scalars(q).all()
         if args.json:
             print(json.dumps([case_summary(c) for c in cases], ensure_ascii=False, indent=1))
@@ -94,7 +172,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
         case = CaseStore(s).by_ref(args.ref)
         if case is None:
             raise OperationFailed(f"no such case: {args.ref}", "无此案件")
-        detail = case_detail(s, case, configured_required(args.config.rules_dir))
+        detail = case_detail(s, case, configured_required(args.config.rules_dir),
+                             args.config.cases.incomplete_expiry_days)
     if args.json:
         print(json.dumps(detail, ensure_ascii=False, indent=1))
         return 0
@@ -104,15 +183,159 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for key, f in detail["fields"].items():
         print(f"  {key}: {f['value']} ({f['source']})")
     print(f"missing 缺少材料: {', '.join(detail['missing']) or '-'}")
-    print("findings 问题:")
+    if detail["confirmed"]:
+        print(f"phone confirmed 电话确认: {detail['confirmed']['by']} {detail['confirmed']['at']}")
+    if detail["expires_at"]:
+        print(f"expires 过期时间: {detail['expires_at']}")
+    if detail["state"] == "delivered":
+        called = detail["called"]
+        print(f"call 回访: {called['by'] + ' ' + called['at'] if called else 'to call 待回访'}")
+    print("findings 问题 (* open 未解决):")
     for f in detail["findings"]:
         mark = "*" if f["open"] else " "
-        print(f" {mark}{f['severity']:<8} {f['code']}: {f['detail']}")
+        over = (f"  [overridden by {f['overridden_by']}: {f['override_reason']}]"
+                if f["overridden_by"] else "")
+        print(f" {mark}{f['severity']:<8} {f['code']}: {f['detail']}{over}")
     print("messages 邮件:")
     for m in detail["messages"]:
         print(f"  #{m['id']} {m['kind']} {m['from']} {m['subject']}")
         for a in m["attachments"]:
             print(f"      {a['filename']} [{', '.join(a['materials'])}] {a['size']} B")
+    print("history 记录:")
+    for a in detail["audit"]:
+        move = f" {a['from'] or ''}->{a['to']}" if a["to"] else ""
+        via = f" via {a['via']}" if a["via"] else ""
+        print(f"  {a['at'][:19]} {a['actor']}{via}: {a['action']}{move}"
+              f"{': ' + a['reason'] if a['reason'] else ''}")
+    if detail["notices"]:
+        print("to send 待发送:")
+        for n in detail["notices"]:
+            print(f"  {n['at'][:19]} {n['template']} -> {n['recipients']}"
+                  f"{' (queued)' if n['queued'] else ''}")
+    return 0
+
+
+def _done(case: Case, what: str, notice: workflow.Notice | None = None) -> int:
+    text = f"{case.ref}: {what}; now {case.state} {STATE_NAMES.get(case.state, '')}"
+    if notice is not None:
+        text += f"; to send: {notice.template} -> {notice.recipients}"
+    print(text)
+    return 0
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    values: dict[str, str] = {}
+    for item in args.assignments:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in FORM_KEYS:
+            raise UsageError(f"cases edit: {item!r}: use field=value with a form key of "
+                             f"{', '.join(FORM_KEYS)}", "字段名有误")
+        values[key] = value
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        notice = workflow.edit(s, case, values, by=by, required=_required(args))
+        return _done(case, f"{len(values)} field(s) set by {by}", notice)
+    return _write(args, act)
+
+
+def _cmd_confirm(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        workflow.confirm(s, case, by=by)
+        return _done(case, f"phone confirmation recorded by {by}")
+    return _write(args, act)
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+    checks = [key for key in workflow.CHECKLIST if getattr(args, key)]
+    policy = _policy(args)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        notice = workflow.approve(s, case, by=by, policy=policy, checklist=checks)
+        if case.state != "approved":
+            got = len(workflow.approvals_so_far(s, case))
+            return _done(case, f"approval {got} of {policy.approvals_required} recorded ({by});"
+                               " another staff member must approve")
+        return _done(case, f"approved by {by}", notice)
+    return _write(args, act)
+
+
+def _cmd_reject(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        return _done(case, f"rejected by {by}", workflow.reject(s, case, by=by,
+                                                                reason=args.reason))
+    return _write(args, act)
+
+
+def _cmd_close(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        return _done(case, f"closed by {by}", workflow.close(s, case, by=by, reason=args.reason))
+    return _write(args, act)
+
+
+def _cmd_override(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        notice = workflow.override(s, case, args.code, by=by, reason=args.reason,
+                                   required=_required(args))
+        return _done(case, f"{args.code} overridden by {by}", notice)
+    return _write(args, act)
+
+
+def _cmd_called(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        workflow.called(s, case, by=by)
+        return _done(case, f"handler called, recorded by {by}")
+    return _write(args, act)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mailbot.app.staff import StaffActionFailed, export_case
+
+    with _session(args) as s:
+        try:
+            written = export_case(args.config, s, args.ref, Path(args.dir))
+        except StaffActionFailed as exc:
+            raise OperationFailed(str(exc), "导出失败") from None
+    for path in written:
+        print(path)
+    print(f"{len(written)} file(s) written to {args.dir} / 已导出 {len(written)} 个文件")
+    return 0
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from mailbot.app.staff import StaffActionFailed, new_from_dir
+
+    by = _staff_name(args.by)
+    url = args.config.database_url
+    require_schema(url)
+    engine = make_engine(url)
+    try:
+        result = new_from_dir(args.config, session_factory(engine), Path(args.from_dir), by=by)
+    except StaffActionFailed as exc:
+        raise OperationFailed(str(exc), "现场受理失败") from None
+    finally:
+        engine.dispose()
+    print(f"{result.ref}: taken in by {by} (message {result.message_row_id}); now "
+          f"{result.state} {STATE_NAMES.get(result.state, '')}")
     return 0
 
 
@@ -133,12 +356,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = csub.add_parser("list", help="list cases / 案件列表")
     p.add_argument("--state", choices=CASE_STATES, metavar="STATE",
                    help=f"only this state: {', '.join(CASE_STATES)}")
+    p.add_argument("--to-call", action="store_true",
+                   help="delivered cases whose handler is still to be called / 待回访")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_list)
-    p = csub.add_parser("show", help="one case in full / 案件详情")
+    p = csub.add_parser("show", help="one case in full, with its history / 案件详情")
     p.add_argument("ref")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_show)
+
+    def staff(name: str, func: Callable[[argparse.Namespace], int], text: str, *,
+              reason: bool = False) -> argparse.ArgumentParser:
+        sp = csub.add_parser(name, help=text)
+        sp.add_argument("ref")
+        sp.add_argument("--by", required=True, metavar="NAME", help="staff member / 经办人员")
+        if reason:
+            sp.add_argument("--reason", required=True, metavar="TEXT", help="why / 原因")
+        sp.set_defaults(func=func)
+        return sp
+
+    p = staff("edit", _cmd_edit, "type in form fields: key=value … / 录入表单字段")
+    p.add_argument("assignments", nargs="+", metavar="FIELD=VALUE")
+    staff("confirm", _cmd_confirm, "phone confirmation done / 已电话确认")
+    p = staff("approve", _cmd_approve, "approve (confirmed by phone) / 审核通过")
+    for key, text in workflow.CHECKLIST.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, action="store_true",
+                       help=f"checked: {text}")
+    staff("reject", _cmd_reject, "reject / 退回", reason=True)
+    staff("close", _cmd_close, "close / 关闭", reason=True)
+    p = staff("override", _cmd_override, "override the open findings of CODE / 人工放行",
+              reason=True)
+    p.add_argument("code")
+    staff("called", _cmd_called, "the handler was called after delivery / 已回访")
+    p = csub.add_parser("export", help="the case's mails and attachments into DIR / 导出材料")
+    p.add_argument("ref")
+    p.add_argument("dir")
+    p.set_defaults(func=_cmd_export)
+    p = csub.add_parser("new", help="an application handed in at the hall / 现场受理")
+    p.add_argument("--from-dir", required=True, metavar="DIR", dest="from_dir")
+    p.add_argument("--by", required=True, metavar="NAME")
+    p.set_defaults(func=_cmd_new)
     audit = sub.add_parser("audit", help="audit log / 审计日志")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     p = asub.add_parser("verify", help="check the SM3 chain / 校验审计链")

@@ -16,10 +16,15 @@ log = logging.getLogger(__name__)
 
 
 def _prepare(cfg: Config) -> None:
-    """Folders and schema as `mailbot init` makes them, so `run` works on a fresh ./var."""
-    from mailbot.app.workspace import init_workspace
+    """Folders and schema as `mailbot init` makes them, so `run` works on a fresh ./var; the
+    CA: the soft test CA made on the first start where [ca] is left at its defaults, else
+    checked to be there (a missing key or SDF device refuses the start: one line, exit 1)."""
+    from mailbot.app.workspace import init_workspace, prepare_ca
 
     init_workspace(cfg)
+    made = prepare_ca(cfg)
+    if made:
+        print(f"mailbot: {made} / 已创建测试 CA", file=sys.stderr)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -73,6 +78,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, ensure_ascii=False, indent=2))
         return 0
+    ca_warning = st.get("ca", {}).get("warning")
+    if ca_warning:  # on stderr, as `ca show` does
+        print(f"mailbot: warning: {ca_warning}", file=sys.stderr)
     nm = st["not_moved"]
     sections = [
         ("Messages / 邮件:", [f"{k:<12} {n}" for k, n in sorted(st["messages"].items())],

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mailbot.app.inspection import inspect_message
+from mailbot.app.inspection import inspect_with_rules, rules_json
 from mailbot.config import load_rule_settings
 from mailbot.intake.facts import MessageFacts
 
@@ -50,7 +50,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return load_rule_settings(args.config.rules_dir)
 
 
-def summary(facts: MessageFacts) -> str:
+def summary(facts: MessageFacts, ran: list[str] | None = None) -> str:
     """A short bilingual summary for staff."""
     data = facts.to_inspect_json()
     lines = [f"类型 kind:      {KIND_LABELS.get(data['kind'], data['kind'])}",
@@ -73,15 +73,18 @@ def summary(facts: MessageFacts) -> str:
         lines.append(f"表单 form.{key}: {value}")
     for f in data["findings"]:
         lines.append(f"发现 finding:    [{f['severity']}] {f['code']}: {f['detail']}")
+    if ran is not None:
+        lines.append(f"规则 rules run:  {', '.join(ran) or '-'}")
     return "\n".join(lines)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _mapped(args.file) as raw:
-            facts = inspect_message(raw, _settings(args))
-            out = (json.dumps(facts.to_inspect_json(), ensure_ascii=False, indent=2)
-                   if args.json else summary(facts))
+            facts, evaluation = inspect_with_rules(raw, _settings(args))
+            data = {**facts.to_inspect_json(), "rules": rules_json(evaluation)}
+            out = (json.dumps(data, ensure_ascii=False, indent=2)
+                   if args.json else summary(facts, evaluation.ran))
     except OSError as exc:
         print(f"mailbot inspect: cannot read {args.file}: {exc} / 无法读取文件", file=sys.stderr)
         return 2

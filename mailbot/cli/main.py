@@ -94,6 +94,7 @@ def check_config(cfg: Config, path: str | None = None) -> None:
     """What lives in a layer: the mailbox URL's grammar, SQLAlchemy's, the rules files."""
     from mailbot.db import check_url
     from mailbot.mailbox.url import MailboxURLError, parse_mailbox_url
+    from mailbot.rules.engine import load_rules
     from mailbot.rules.materials import configured_required
 
     where = f" in {path}" if path else ""
@@ -106,6 +107,7 @@ def check_config(cfg: Config, path: str | None = None) -> None:
     try:
         check_url(cfg.database_url)
         configured_required(cfg.rules_dir)  # the rules files parse, their tables make sense
+        load_rules(cfg.rules_dir)  # rules.toml: known rules, known parameters, right types
     except ConfigValueError as exc:
         raise ConfigError(f"bad configuration{where}: {exc}") from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,11 +17,13 @@ from mailbot.config import Config
 from mailbot.pki import sm2
 from mailbot.pki.errors import PkiError
 from mailbot.pki.signer import BaseSigner, open_signer
-from mailbot.pki.signer.soft import load_private_key, write_private_key
+from mailbot.pki.signer.soft import key_encryption, load_private_key, write_private_key
 
 SM3_WITH_SM2 = "1.2.156.10197.1.501"
 SPKI_PREFIX = bytes.fromhex("3059301306072A8648CE3D020106082A811CCF5501822D034200")
 ROOT_VALIDITY_YEARS = 20
+# A CA whose subject says this (the default subject does) may keep its soft key in clear
+_TEST_CA = re.compile(r"\btest\s+CA\b", re.I)
 
 # DN keys as written in config / CSRs -> asn1crypto attribute names
 DN_KEYS = {
@@ -215,9 +218,26 @@ def self_signed_root(signer: BaseSigner, subject: dict[str, str], *,
                              "signature_value": core.OctetBitString(sig)})
 
 
+def is_test_ca(subject: x509.Name | str) -> bool:
+    """Whether a CA subject says it is a test CA ("... test CA", as the default subject)."""
+    text = subject if isinstance(subject, str) else dn_text(subject)
+    return bool(_TEST_CA.search(text))
+
+
+def _passphrase(cfg: Config) -> bytes | None:
+    # the secret only ever travels from the environment to libcrypto: never logged or shown
+    return os.environ.get(cfg.ca.key_passphrase_env, "").encode() or None
+
+
 def init_ca(cfg: Config, *, import_key: Path | None = None, import_chain: Path | None = None,
             force: bool = False) -> CaState:
-    """Make the soft CA: a new key and self-signed root, or an imported key plus chain."""
+    """Make the soft CA: a new key and self-signed root, or an imported key plus chain.
+
+    With a passphrase in the variable `[ca] key_passphrase_env` names, the key is written as
+    PKCS#8 PBES2 (SM4-CBC, PBKDF2-HMAC-SHA256, 600,000 iterations; see signer/soft.py).
+    Without one, only a test CA (its subject says "test CA", as the default subject does) may
+    have its key written in clear; for any other CA init refuses before writing anything.
+    """
     if cfg.ca.signer != "soft" and import_chain is None:
         raise CaError("with signer = sdf the key stays in the device: give --chain with the "
                       "CA certificate issued for it")
@@ -225,7 +245,7 @@ def init_ca(cfg: Config, *, import_key: Path | None = None, import_chain: Path |
     cert_path = cfg.var_path(cfg.ca.cert_path)
     if cert_path.exists() and not force:
         raise CaError(f"a CA already exists at {cert_path} (use --force to replace it)")
-    passphrase = os.environ.get(cfg.ca.key_passphrase_env, "").encode() or None
+    passphrase = _passphrase(cfg)
     certs = read_certificates(import_chain) if import_chain is not None else []
     if cfg.ca.signer == "soft":
         if import_key is not None:
@@ -237,10 +257,18 @@ def init_ca(cfg: Config, *, import_key: Path | None = None, import_chain: Path |
         # check before writing anything: a failed import leaves no half-made CA
         if certs and _cert_key(certs[0]) != sm2.public_key_of(d):
             raise CaError(f"the first certificate of {import_chain} is not for the CA key")
-        if key_path.exists():
-            key_path.unlink()
-        write_private_key(key_path, d, passphrase=passphrase)
+        subject = certs[0].subject if certs else build_name(parse_dn(cfg.ca.subject))
+        if passphrase is None and not is_test_ca(subject):
+            raise CaError(f"refusing to write the key of CA {dn_text(subject)!r} unencrypted: "
+                          f"set {cfg.ca.key_passphrase_env} to its passphrase (only a CA "
+                          "whose subject says \"test CA\" may keep its key in clear)")
+        # written beside it, then renamed: re-encrypting the key in place (--key KEY_PATH)
+        # never loses it halfway
+        new_key = key_path.with_name(key_path.name + ".new")
+        new_key.unlink(missing_ok=True)
+        write_private_key(new_key, d, passphrase=passphrase)
         del d
+        os.replace(new_key, key_path)
     signer = open_signer(cfg)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
     if certs:
@@ -251,3 +279,39 @@ def init_ca(cfg: Config, *, import_key: Path | None = None, import_chain: Path |
         root = self_signed_root(signer, parse_dn(cfg.ca.subject))
         cert_path.write_bytes(pem.armor("CERTIFICATE", root.dump()))
     return load_ca(cfg)
+
+
+@dataclass
+class KeyStatus:
+    """How the CA key is kept, read without opening it (no passphrase needed)."""
+
+    signer: str
+    key_path: str | None  # the soft key file; None for sdf
+    present: bool
+    encrypted: bool | None  # None: no soft key file to judge
+    protection: str | None  # e.g. "PBES2 sm4-cbc, PBKDF2 hmacWithSHA256 600000 iterations"
+    warning: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"signer": self.signer, "key_path": self.key_path, "key_present": self.present,
+                "key_encrypted": self.encrypted, "key_protection": self.protection,
+                "warning": self.warning}
+
+
+def key_status(cfg: Config) -> KeyStatus:
+    """Whether the soft CA key is encrypted at rest, and a warning when it is not."""
+    if cfg.ca.signer != "soft":
+        return KeyStatus(cfg.ca.signer, None, True, None, "in the device", None)
+    path = cfg.var_path(cfg.ca.key_path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return KeyStatus("soft", str(path), False, None, None, None)
+    protection = key_encryption(data)
+    if protection is not None:
+        return KeyStatus("soft", str(path), True, True, protection, None)
+    cert = cfg.var_path(cfg.ca.cert_path)
+    warning = (f"the CA key {path} is not encrypted (fit for a test CA only): set "
+               f"{cfg.ca.key_passphrase_env} and run `mailbot ca init --force --key {path} "
+               f"--chain {cert}` to encrypt it / CA 私钥未加密")
+    return KeyStatus("soft", str(path), True, False, None, warning)

@@ -2,6 +2,19 @@
 
 OpenSSL 3.0 cannot check an SM2 CRL signature made with the standard ID (reference §7), so
 `verify_crl` checks it here, over the TBSCertList bytes exactly as received.
+
+When a new CRL is made (`current_crl`, what `mailbot ca crl` runs): only when the revoked
+entries differ from those of the last CRL (a revocation since), the CA's name changed, or the
+last CRL is close to its nextUpdate: less than CRL_RENEW_FRACTION (half) of the configured
+period `[ca] crl_next_update_days` is left, so with the default 7 days a daily `ca crl` makes a
+new CRL every 3.5 days and a published CRL always has at least 3.5 days to run. Otherwise the
+last CRL is given back byte for byte, same CRL number (RFC 5280 §5.2.3: the number goes up
+with each CRL *issued*, and relying parties see no churn).
+
+Entries follow RFC 5280 §5.3.1: reason `unspecified` is written as no reasonCode extension,
+and `removeFromCRL` is refused as a reason for `revoke`: it only takes a certificateHold back
+in a delta CRL, and this CA publishes full CRLs only (an entry from before that rule is
+listed without a reason code).
 """
 
 from __future__ import annotations
@@ -17,7 +30,12 @@ from mailbot import clock
 from mailbot.pki import sm2
 from mailbot.pki.ca import SM3_WITH_SM2, CaState, sig_alg, x509_time
 from mailbot.pki.errors import PkiError
-from mailbot.pki.models import REVOCATION_REASONS, CrlState, IssuedCertificate
+from mailbot.pki.models import REVOCATION_REASONS, REVOKE_REASONS, CrlState, IssuedCertificate
+
+# a new CRL once less than this share of [ca] crl_next_update_days is left before nextUpdate
+CRL_RENEW_FRACTION = 0.5
+# reasons written as no reasonCode extension (RFC 5280 §5.3.1; removeFromCRL: delta CRLs only)
+_NO_REASON_CODE = ("unspecified", "removeFromCRL")
 
 
 class RevokeError(PkiError, RuntimeError):
@@ -53,9 +71,13 @@ def revoke(session: Session, ca: CaState, serial: str | int, *, reason: str, by:
     Writes no audit row: the PKI knows no cases. mailbot.app.revocation.revoke_certificate
     wraps this and records the revocation in the case's audit log in the same transaction.
     """
-    if reason not in REVOCATION_REASONS:
+    if reason == "removeFromCRL":
+        raise RevokeError("removeFromCRL is no revocation reason: it only takes back a "
+                          "certificateHold in a delta CRL (RFC 5280 5.3.1), and this CA "
+                          "publishes full CRLs")
+    if reason not in REVOKE_REASONS:
         raise RevokeError(f"unknown reason {reason!r}; use one of "
-                          + ", ".join(REVOCATION_REASONS))
+                          + ", ".join(REVOKE_REASONS))
     if not by.strip():
         raise RevokeError("say who revokes (--by NAME)")
     if issuer_key_id and issuer_key_id != ca.key_id:
@@ -88,16 +110,39 @@ def _state(session: Session, ca: CaState) -> CrlState:
     return st
 
 
+def _revoked_rows(session: Session, ca: CaState) -> list[IssuedCertificate]:
+    return list(session.scalars(select(IssuedCertificate).where(
+        IssuedCertificate.issuer_key_id == ca.key_id_hex,
+        IssuedCertificate.revoked_at.is_not(None)).order_by(IssuedCertificate.revoked_at,
+                                                            IssuedCertificate.id)).all())
+
+
+def _entries(rows: list[IssuedCertificate]) -> list[crl.RevokedCertificate]:
+    out = []
+    for r in rows:
+        entry: dict[str, object] = {
+            "user_certificate": int(r.serial, 16),
+            "revocation_date": x509_time(r.revoked_at),  # type: ignore[arg-type]
+        }
+        reason = r.revocation_reason or "unspecified"
+        if reason not in _NO_REASON_CODE:
+            entry["crl_entry_extensions"] = [{"extn_id": "crl_reason", "critical": False,
+                                              "extn_value": REVOCATION_REASONS[reason]}]
+        out.append(crl.RevokedCertificate(entry))
+    return out
+
+
 def make_crl(session: Session, ca: CaState, *, next_update_days: int = 7) -> bytes:
     """A fresh CRL (DER) of every revoked certificate of this CA; the number goes up by one."""
     st = _state(session, ca)
+    return _make(session, ca, st, _entries(_revoked_rows(session, ca)), next_update_days)
+
+
+def _make(session: Session, ca: CaState, st: CrlState, entries: list[crl.RevokedCertificate],
+          next_update_days: int) -> bytes:
     number = st.last_number + 1
     this_update = clock.now().replace(microsecond=0)
     next_update = this_update + timedelta(days=next_update_days)
-    rows = session.scalars(select(IssuedCertificate).where(
-        IssuedCertificate.issuer_key_id == ca.key_id_hex,
-        IssuedCertificate.revoked_at.is_not(None)).order_by(IssuedCertificate.revoked_at,
-                                                            IssuedCertificate.id)).all()
     tbs_fields: dict[str, object] = {
         "version": "v2",
         "signature": sig_alg(),
@@ -110,14 +155,8 @@ def make_crl(session: Session, ca: CaState, *, next_update_days: int = 7) -> byt
             {"extn_id": "crl_number", "critical": False, "extn_value": number},
         ],
     }
-    if rows:
-        tbs_fields["revoked_certificates"] = [{
-            "user_certificate": int(r.serial, 16),
-            "revocation_date": x509_time(r.revoked_at),  # type: ignore[arg-type]
-            "crl_entry_extensions": [{"extn_id": "crl_reason", "critical": False,
-                                      "extn_value": REVOCATION_REASONS[r.revocation_reason
-                                                                       or "unspecified"]}],
-        } for r in rows]
+    if entries:
+        tbs_fields["revoked_certificates"] = entries
     tbs = crl.TbsCertList(tbs_fields)
     sig = ca.signer.sign_ca_operation(tbs.dump(), "crl")
     der = crl.CertificateList({"tbs_cert_list": tbs, "signature_algorithm": sig_alg(),
@@ -126,6 +165,55 @@ def make_crl(session: Session, ca: CaState, *, next_update_days: int = 7) -> byt
     st.this_update, st.next_update, st.der = this_update, next_update, der
     session.flush()
     return der
+
+
+@dataclass
+class CurrentCrl:
+    der: bytes
+    number: int
+    next_update: datetime
+    made: bool  # False: the last CRL, unchanged
+    why: str  # why a new one was made, or why the last one still holds
+
+
+def _stale(st: CrlState, ca: CaState, entries: list[crl.RevokedCertificate],
+           renew_before: timedelta) -> str | None:
+    """Why the last CRL must be replaced, or None while it holds."""
+    if not st.der:
+        return "no CRL yet"
+    try:
+        tbs = crl.CertificateList.load(bytes(st.der))["tbs_cert_list"]
+        old = [e.dump() for e in tbs["revoked_certificates"]]
+        issuer, next_update = tbs["issuer"].dump(), tbs["next_update"].native
+    except (ValueError, TypeError):
+        return "the last CRL is unreadable"
+    if old != [e.dump() for e in entries]:
+        return "revocations changed"
+    if issuer != ca.subject.dump():
+        return "the CA's name changed"
+    if next_update is None or clock.now() >= next_update - renew_before:
+        return "the last CRL is close to its next update"
+    return None
+
+
+def current_crl(session: Session, ca: CaState, *, next_update_days: int = 7,
+                renew_before: timedelta | None = None, force: bool = False) -> CurrentCrl:
+    """The CRL to publish: the last one while it holds, else a new one (module docstring).
+
+    `renew_before` defaults to CRL_RENEW_FRACTION of the period. Flushed; the caller commits.
+    """
+    if renew_before is None:
+        renew_before = timedelta(days=next_update_days) * CRL_RENEW_FRACTION
+    st = _state(session, ca)  # locked row (not on SQLite, which serialises writers anyway)
+    entries = _entries(_revoked_rows(session, ca))
+    why = "asked for a new one" if force else _stale(st, ca, entries, renew_before)
+    if why is None:
+        assert st.der is not None and st.next_update is not None
+        return CurrentCrl(bytes(st.der), st.last_number, st.next_update, False,
+                          "up to date")
+    der = _make(session, ca, st, entries, next_update_days)
+    assert st.next_update is not None
+    return CurrentCrl(der, st.last_number, st.next_update, True, why)
 
 
 @dataclass

@@ -545,14 +545,27 @@ def _check_parsed(report: CsrReport, blob: bytes, outer: Node, parts: list[Node]
                    f"the request is signed with {report.signature_algorithm}, not SM3withSM2",
                    signature_algorithm=report.signature_algorithm)
         return
+    unsigned = False
     try:
-        r, s = sm2.decode_signature(_bitstring(sig_node, "signature", report))
+        sig = _bitstring(sig_node, "signature", report)
+        try:
+            r, s = sm2.decode_signature(sig)
+        except sm2.SM2Error as strict:
+            try:  # Henan CA's P10 tools and others write r or s without the leading 00
+                r, s = sm2.decode_signature(sig, unsigned_32=True)
+                unsigned = True
+            except sm2.SM2Error:
+                raise strict from None
     except (sm2.SM2Error, DerError) as exc:
         report.add("csr_bad_signature", "reject", f"the signature cannot be decoded: {exc}")
         return
     tbs = blob[info_node.start:info_node.end]  # exactly as received
     if sm2.verify_digest(point, sm2.message_digest(point, tbs), r, s):
         report.signature_verified = True
+        if unsigned:
+            report.quirk("signature_integer_unsigned",
+                         "the signature's r or s is a 32-byte INTEGER without its leading 00 "
+                         "(negative in strict DER); read as the unsigned value it means")
         return
     if sm2.verify_digest(point, sm2.message_digest(point, tbs, b""), r, s):
         report.add("csr_wrong_sm2_id", "reject",

@@ -22,6 +22,9 @@ REVOCATION_REASONS: dict[str, int] = {
     "superseded": 4, "cessationOfOperation": 5, "certificateHold": 6, "removeFromCRL": 8,
     "privilegeWithdrawn": 9, "aACompromise": 10,
 }
+# What `revoke` accepts: every reason but removeFromCRL, which belongs to delta CRLs only
+# (RFC 5280 5.3.1) and never to the full CRLs this CA publishes.
+REVOKE_REASONS: tuple[str, ...] = tuple(r for r in REVOCATION_REASONS if r != "removeFromCRL")
 
 
 class IssuedCertificate(Base):

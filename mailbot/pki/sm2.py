@@ -93,7 +93,8 @@ def _read_tlv(buf: bytes, pos: int, end: int) -> tuple[int, int, int]:
     return tag, pos, pos + length
 
 
-def _read_uint(buf: bytes, pos: int, end: int, max_bytes: int = 33) -> tuple[int, int]:
+def _read_uint(buf: bytes, pos: int, end: int, max_bytes: int = 33,
+               unsigned_32: bool = False) -> tuple[int, int]:
     tag, start, stop = _read_tlv(buf, pos, end)
     if tag != 0x02:
         raise SM2Error("expected INTEGER")
@@ -101,6 +102,8 @@ def _read_uint(buf: bytes, pos: int, end: int, max_bytes: int = 33) -> tuple[int
     if not body:
         raise SM2Error("empty INTEGER")
     if body[0] & 0x80:
+        if unsigned_32 and len(body) == 32:  # a device left out the leading 00
+            return int.from_bytes(body, "big"), stop
         raise SM2Error("negative INTEGER")
     if len(body) > 1 and body[0] == 0 and body[1] < 0x80:
         raise SM2Error("non-minimal INTEGER")
@@ -114,11 +117,13 @@ def encode_signature(r: int, s: int) -> bytes:
     return tlv(0x30, _der_int(r) + _der_int(s))
 
 
-def decode_signature(der: bytes) -> tuple[int, int]:
+def decode_signature(der: bytes, *, unsigned_32: bool = False) -> tuple[int, int]:
     """Strict DER decode of SM2Signature; raises SM2Error on any deviation.
 
     Rejects: trailing bytes, indefinite or non-minimal lengths, negative, non-minimal or
     oversized (> 33 content bytes) integers. Range checks on r, s are in verify_digest.
+    `unsigned_32` reads a 32-byte INTEGER with its top bit set as the unsigned value a device
+    meant when it left out the leading 00 (strict DER reads it as negative); nothing else bends.
     """
     der = bytes(der)
     tag, start, stop = _read_tlv(der, 0, len(der))
@@ -126,8 +131,8 @@ def decode_signature(der: bytes) -> tuple[int, int]:
         raise SM2Error("signature is not a DER SEQUENCE")
     if stop != len(der):
         raise SM2Error("trailing bytes after signature")
-    r, pos = _read_uint(der, start, stop)
-    s, pos = _read_uint(der, pos, stop)
+    r, pos = _read_uint(der, start, stop, unsigned_32=unsigned_32)
+    s, pos = _read_uint(der, pos, stop, unsigned_32=unsigned_32)
     if pos != stop:
         raise SM2Error("extra data inside signature SEQUENCE")
     return r, s

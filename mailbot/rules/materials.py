@@ -6,12 +6,17 @@ operator) over the defaults below, which equal it (CONTRACTS.md "Materials").
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailbot.config import ConfigError, load_rule_settings
 from mailbot.findings import Finding
+from mailbot.intake.attachments import material_settings, name_materials
 from mailbot.intake.facts import MATERIALS, MessageFacts
+from mailbot.rules.engine import Rule
+from mailbot.rules.view import CaseView
 
 REQUIRED_MATERIALS: dict[str, tuple[str, ...]] = {
     "new": ("application_form", "business_licence", "legal_rep_id", "handler_id",
@@ -75,3 +80,97 @@ def check_materials(facts: MessageFacts,
                if id(f) in request or f.code == "unparseable_message"), len(found))
     found[at:at] = [missing_material(m) for m in facts.missing]
     facts.findings = found
+
+
+# ---------------------------------------------------------------------------------------------
+# the rule: required materials per kind, with the ID scans given to the roles they count for
+
+ID_ROLES: tuple[str, ...] = ("legal_rep_id", "handler_id")
+ROLE_NAME_KEYS = {"legal_rep_id": "legal_rep_name", "handler_id": "handler_name"}
+
+
+def _norm(text: str | None) -> str:
+    return unicodedata.normalize("NFKC", text or "").lower().replace(" ", "").replace("\u3000", "")
+
+
+@dataclass
+class IdRoles:
+    """The materials each attachment counts for once ID scans are given their roles."""
+
+    materials: list[tuple[str, ...]] = field(default_factory=list)  # one per attachment
+    inferred: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (file, roles)
+
+    @property
+    def present(self) -> set[str]:
+        return {m for ms in self.materials for m in ms}
+
+
+def id_roles(view: CaseView, naming: Mapping[str, Any] | None = None) -> IdRoles:
+    """Which ID role(s) each ID scan counts for.
+
+    A scan named after the legal representative or the handler (吴堃身份证.jpg, the names
+    from the form) counts for that role; one person in both roles, or a name saying both roles
+    (法人及经办人身份证.pdf), covers both; a scan naming neither role nor person (身份证.jpg)
+    counts for whichever ID is otherwise missing and is reported as a guess.
+    """
+    cfg = material_settings(naming)
+    by_words = {**cfg, "generic_id": {"keywords": [], "materials": []}}
+    people = {role: _norm(view.form.get(key)) for role, key in ROLE_NAME_KEYS.items()}
+    result = IdRoles()
+    generic: list[int] = []
+    for i, att in enumerate(view.attachments):
+        mats = tuple(att.materials)
+        if not set(mats) & set(ID_ROLES):
+            result.materials.append(mats)
+            continue
+        rest = tuple(m for m in mats if m not in ID_ROLES)
+        name = _norm(att.filename.rsplit("/", 1)[-1])
+        roles = {role for role, person in people.items() if len(person) >= 2 and person in name}
+        if not roles:
+            roles = set(ID_ROLES) & set(name_materials(att.filename, by_words))
+        if not roles:
+            generic.append(i)
+            result.materials.append(rest)
+            continue
+        result.materials.append(tuple(m for m in MATERIALS if m in set(rest) | roles))
+    covered = result.present
+    wanted = [r for r in ID_ROLES if r not in covered]
+    for n, i in enumerate(generic):
+        if not wanted:
+            break
+        take = tuple(wanted) if n == len(generic) - 1 else (wanted[0],)
+        wanted = [r for r in wanted if r not in take]
+        rest = set(result.materials[i])
+        result.materials[i] = tuple(m for m in MATERIALS if m in rest | set(take))
+        result.inferred.append((view.attachments[i].filename, take))
+    result.materials = [ms or ("other",) for ms in result.materials]
+    return result
+
+
+def id_scan_inferred(filename: str, roles: tuple[str, ...]) -> Finding:
+    return Finding("id_scan_inferred", "warn",
+                   f"{filename}: an ID scan naming no role or person, counted as "
+                   + " and ".join(roles), {"filename": filename, "roles": list(roles)})
+
+
+class MaterialsRule(Rule):
+    name = "materials"
+    description = "every material the kind of application needs is there (ID scans by role)"
+    codes = ("missing_material", "id_scan_inferred")
+    defaults: Mapping[str, Any] = {"id_scan_roles": True}
+
+    @staticmethod
+    def file_params(settings: Mapping[str, Any]) -> dict[str, Any]:
+        """[required] and the naming keywords live in rules/materials.toml."""
+        return {"required": required_materials(settings),
+                "naming": material_settings(settings)}
+
+    def check(self, view: CaseView, params: Mapping[str, Any]) -> list[Finding]:
+        required = params.get("required") or REQUIRED_MATERIALS
+        if params.get("id_scan_roles", True):
+            roles = id_roles(view, params.get("naming"))
+            present, inferred = roles.present, roles.inferred
+        else:
+            present, inferred = view.materials_present, []
+        found = [missing_material(m) for m in missing_of(view.kind, present, required)]
+        return found + [id_scan_inferred(f, r) for f, r in inferred]

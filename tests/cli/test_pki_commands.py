@@ -32,11 +32,16 @@ def test_cli_crl_revoke_verify(tmp_path, capsys):
     assert crl_file.exists()
     assert main([*base, "ca", "crl", "--verify", str(crl_file)]) == 0
     assert "CRL OK (number 1" in capsys.readouterr().out
-    # --der through the real entry point (binary stdout)
+    # --der through the real entry point (binary stdout); nothing revoked since and far from
+    # nextUpdate: the same CRL again, same number (a new one only when needed)
+    first = crl_file.read_bytes()
     res = subprocess.run([sys.executable, "-m", "mailbot.cli", *base, "ca", "crl", "--der"],
                          capture_output=True, timeout=60, check=True)
-    assert res.stdout == crl_file.read_bytes()
-    assert crl.CertificateList.load(res.stdout).crl_number_value.native == 2
+    assert res.stdout == crl_file.read_bytes() == first
+    assert crl.CertificateList.load(res.stdout).crl_number_value.native == 1
+    assert main([*base, "ca", "crl", "--force"]) == 0  # a new one on request
+    assert crl.CertificateList.load(crl_file.read_bytes()).crl_number_value.native == 2
+    capsys.readouterr()
     bad = tmp_path / "bad.crl"
     data = bytearray(crl_file.read_bytes())
     data[-3] ^= 0xFF

@@ -64,8 +64,30 @@ def missing(kind: str, present: set[str]) -> tuple[list[str], list[dict[str, str
                    "detail": f"missing material: {m}"} for m in need]
 
 
+def finding(code: str, severity: str) -> dict[str, str]:
+    """A finding whose wording is the rule's business: only code and severity are compared."""
+    return {"code": code, "severity": severity, "detail": "*"}
+
+
 def warn_subject() -> dict[str, str]:
-    return {"code": "subject_format", "severity": "warn", "detail": "*"}
+    return finding("subject_format", "warn")
+
+
+def form_findings() -> list[dict[str, str]]:
+    """What the form rules find in FIELDS (and ORG2's copy, same codes and people), sent from
+    the builders' addresses; in rule-table order, after the materials and request findings."""
+    return [
+        # 机构代码 91350200MA2Y8XXX1A: GB 32100 gives check character Q for the first 17, not A.
+        finding("org_code_invalid", "reject"),
+        # 法定代表人 350203197001011234: GB 11643 (MOD 11-2) gives check digit 0, not 4.
+        finding("id_number_invalid", "reject"),
+        # 经办人 350203199202021238: GB 11643 gives check digit 1, not 8.
+        finding("id_number_invalid", "reject"),
+        # 经办人 phone 0592-5123456 is a Xiamen landline (legal rep's 13805921234 is a mobile).
+        finding("phone_not_mobile", "reject"),
+        # From zhangsan@ / lisi@example.com.cn, not the form's 邮件地址 it@haitian-test.com.cn.
+        finding("sender_not_form_address", "warn"),
+    ]
 
 
 def expect(kind: str, *, company: str | None, rows: list[dict[str, Any]], form: dict | None,
@@ -127,7 +149,7 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
     atts = m.full_set("b", "GBK") + [csr]
     out["001"] = (build(Mail(subject=f"{ORG}+数字证书申办", attachments=atts, client="foxmail")),
                   expect("new", company=ORG, rows=rows_of(atts[:5]) + [row(csr, "csr")],
-                         form=form_of(), csr=csr_ok(ORG, ORG)))
+                         form=form_of(), csr=csr_ok(ORG, ORG), post=form_findings()))
 
     # 002 Outlook, UTF-8, Q subject, RFC 2231 names, one file for both IDs, inline logo.
     both = Att("法人及经办人身份证.pdf", pdf(1200, b"ids"), "application/pdf", "2231", "utf-8")
@@ -142,10 +164,12 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
             row(base[4], "crypto_product_cert"), row(csr, "csr")]
     # The related part (logo) comes first in the tree: body + inline image, then the files.
     out["002"] = (build(mail), expect("new", company=ORG, rows=[row(logo, "other")] + rows,
-                                      form=form_of(), csr=csr_ok(ORG, ORG)))
+                                      form=form_of(), csr=csr_ok(ORG, ORG),
+                                      post=form_findings()))
 
-    # 003 163 webmail: raw 8-bit GBK subject and names, no plus sign (lenient), CSR pasted
-    # in the body of both the text and the HTML part -> listed once as (body).
+    # 003 163 webmail: raw 8-bit GBK subject and names, no plus sign (optional: no
+    # subject_format), CSR pasted in the body of both the text and the HTML part -> listed once
+    # as (body).
     pem = m.sm2.csr_pem.decode()
     atts = m.full_set("raw", "GBK")[:3]
     mail = Mail(subject=f"{ORG}数字证书申办", subject_style="raw", client="webmail163",
@@ -155,21 +179,24 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
             "size": len(m.sm2.csr_der)}
     out["003"] = (build(mail), expect("new", company=ORG, rows=rows_of(atts) + [body],
                                       form=form_of(), csr=csr_ok(ORG, ORG),
-                                      pre=[warn_subject()]))
+                                      post=form_findings()))
 
     # 004 Revocation: strict subject, form says 注销 with the serial, the old certificate.
+    # The certificate's serial is OpenSSL's random one, never the form's 7E2A09C4: mismatch.
     rf = {"revoke_serial": "7E2A09C4", "crypto_cert_no": "", "common_name": ""}
     cer = Att("sign.cer", m.sm2.cert_der, "application/x-x509-ca-cert", "ascii")
     atts = m.full_set("b", "GBK", rf, kind="revoke")[:4] + [cer]
     out["004"] = (build(Mail(subject=f"{ORG}+数字证书申办", attachments=atts)),
                   expect("revoke", company=ORG, rows=rows_of(atts[:4]) + [row(cer, "certificate")],
-                         form=form_of(rf, "revoke"), csr=None))
+                         form=form_of(rf, "revoke"), csr=None,
+                         post=form_findings() + [finding("revoke_serial_mismatch", "reject")]))
 
     # 005 Subject says 注销 but the form says 新办 and only a CSR is attached: the files decide.
     atts = m.full_set("b", "GBK")[:2] + [csr]
     out["005"] = (build(Mail(subject=f"{ORG}+数字证书申办（注销）", attachments=atts)),
                   expect("new", company=ORG, rows=rows_of(atts[:2]) + [row(csr, "csr")],
-                         form=form_of(), csr=csr_ok(ORG, ORG), pre=[warn_subject()]))
+                         form=form_of(), csr=csr_ok(ORG, ORG), pre=[warn_subject()],
+                         post=form_findings()))
 
     # 006 Subject 注销, form 新办, both a CSR and a certificate: new, ambiguous.
     atts = m.full_set("b", "GBK")[:1] + [csr, cer]
@@ -177,8 +204,8 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
                   expect("new", company=ORG,
                          rows=rows_of(atts[:1]) + [row(csr, "csr"), row(cer, "certificate")],
                          form=form_of(), csr=csr_ok(ORG, ORG),
-                         pre=[warn_subject(), {"code": "application_type_ambiguous",
-                                               "severity": "reject", "detail": "*"}]))
+                         pre=[warn_subject(), finding("application_type_ambiguous", "reject")],
+                         post=form_findings()))
 
     # 007 Reply with our case tag and repeated prefixes, bringing the CSR.
     out["007"] = (build(Mail(subject=f"回复：Re: [XM-2026-0007] {ORG}+数字证书申办",
@@ -210,7 +237,8 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
                 headers=[("X-Auto-Response-Suppress", "All")], charset="GB2312",
                 subject_style="q")
     out["011"] = (build(mail), expect("new", company=ORG, rows=rows_of(atts) + [row(csr, "csr")],
-                                      form=form_of(), csr=csr_ok(ORG, ORG)))
+                                      form=form_of(), csr=csr_ok(ORG, ORG),
+                                      post=form_findings()))
 
     # 012 Delivery report (multipart/report) also carrying Auto-Submitted: a bounce.
     out["012"] = (bounce(plain("[XM-2026-0001] 受理通知", "您的申请已受理。")),
@@ -228,7 +256,7 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
            "content_type": "application/pkcs7-signature", "size": len(m.signer.cert_der) + 4}
     out["014"] = (raw, expect("new", company=ORG,
                               rows=rows_of(atts[:5]) + [row(csr, "csr"), p7s],
-                              form=form_of(), csr=csr_ok(ORG, ORG)))
+                              form=form_of(), csr=csr_ok(ORG, ORG), post=form_findings()))
 
     # 015 An application forwarded as an attachment: its files count; prefixes stripped.
     fatts = m.full_set("b", "GBK", {"applicant_org": ORG2, "common_name": ORG2})[:3]
@@ -240,21 +268,24 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
                                                  "content_type": PARSED_TYPES["csr"],
                                                  "size": len(m.sm2b.csr_pem)}],
                          form=form_of({"applicant_org": ORG2, "common_name": ORG2}),
-                         csr=csr_ok(ORG2, ORG2)))
+                         csr=csr_ok(ORG2, ORG2), post=form_findings()))
 
     # 016 Mislabelled: encoded-words declare UTF-8 but carry GBK bytes (subject and names).
     atts = m.full_set("b", "GBK")[:2]
     raw = build(Mail(subject=f"{ORG}+数字证书申办", attachments=atts))
     raw = raw.replace(b"=?GBK?B?", b"=?utf-8?B?")
-    out["016"] = (raw, expect("new", company=ORG, rows=rows_of(atts), form=form_of(), csr=None))
+    out["016"] = (raw, expect("new", company=ORG, rows=rows_of(atts), form=form_of(), csr=None,
+                              post=form_findings()))
 
     # 017 GB2312 Q subject with full-width plus and spaces, repeated Fw prefixes, RFC 2231
-    # continuations in GBK, base64 words split mid-character.
+    # continuations in GBK, base64 words split mid-character. The subject names ORG2, the
+    # form's 申请单位 is ORG: company_mismatch (request rules run before the form's values).
     atts = m.full_set("2231cont", "gbk")[:2]
     mail = Mail(subject=f"FW: Fw：  {ORG2}　＋　数字证书申办", attachments=atts, charset="GB2312",
                 subject_style="q")
     out["017"] = (build(mail), expect("new", company=ORG2, rows=rows_of(atts), form=form_of(),
-                                      csr=None))
+                                      csr=None, post=[finding("company_mismatch", "warn")]
+                                      + form_findings()))
 
     # 018 Split encoded-words (a character cut between two words) in the subject.
     atts = m.full_set("b", "GBK")[1:2]
@@ -272,19 +303,19 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
                        "content_type": "application/pdf", "size": 500},
                       {"filename": "申请材料.zip/法定代表人身份证.jpg", "material": "legal_rep_id",
                        "content_type": "image/jpeg", "size": 400},
-                      row(csr, "csr")], form=form_of(), csr=csr_ok(ORG, ORG)))
+                      row(csr, "csr")], form=form_of(), csr=csr_ok(ORG, ORG),
+                         post=form_findings()))
 
     # 020 Binary junk: still JSON, with unparseable_message.
     out["020"] = (bytes(range(256)) * 4,
                   expect("unrelated", company=None, rows=[], form=None, csr=None,
-                         post=[{"code": "unparseable_message", "severity": "reject",
-                                "detail": "*"}]))
+                         post=[finding("unparseable_message", "reject")]))
 
     # 021 Subject without company: the company comes from the form.
     atts = m.full_set("b", "GBK")[:1]
     out["021"] = (build(Mail(subject="数字证书申请", attachments=atts)),
                   expect("new", company=ORG, rows=rows_of(atts), form=form_of(), csr=None,
-                         pre=[warn_subject()]))
+                         pre=[warn_subject()], post=form_findings()))
 
     # 022 Bounce by sender only (postmaster, plain text, no report part).
     out["022"] = (plain("邮件退回", "您发送的邮件无法投递。", from_addr="postmaster@example.com.cn"),
@@ -295,7 +326,7 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
     atts = m.full_set("b", "GBK")[:1] + [der]
     out["023"] = (build(Mail(subject=f"{ORG}+数字证书申办", attachments=atts)),
                   expect("new", company=ORG, rows=rows_of(atts[:1]) + [row(der, "csr")],
-                         form=form_of(), csr=csr_ok(ORG, ORG)))
+                         form=form_of(), csr=csr_ok(ORG, ORG), post=form_findings()))
 
     # 024 The CSR as Windows certreq writes it: UTF-16 with a BOM, CRLF lines.
     u16 = b"\xff\xfe" + m.sm2.csr_pem.decode().replace("\n", "\r\n").encode("utf-16-le")
@@ -319,7 +350,7 @@ def cases(m: Materials) -> dict[str, tuple[bytes, dict[str, Any]]]:
                   expect("new", company=ORG, rows=[row(att, "csr")], form=None,
                          csr={"valid": False, "algorithm": "RSA-2048",
                               "subject": f"CN={ORG},O={ORG},C=CN", "codes": ["csr_not_sm2"]},
-                         post=[{"code": "csr_not_sm2", "severity": "reject", "detail": "*"}]))
+                         post=[finding("csr_not_sm2", "reject")]))
 
     # 027 A list/bulk mail that looks like an application is automatic, not a case.
     out["027"] = (plain(f"{ORG}+数字证书申办", "newsletter", headers=[("Precedence", "bulk")]),

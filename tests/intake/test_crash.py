@@ -69,7 +69,11 @@ def test_killed_run_loses_nothing_and_repeats_nothing(crash_at, tmp_path, db_url
     else:
         assert rows == 3 and cases == 0 and statuses == {MESSAGE_ARCHIVED}
     inbox_after_crash = len(dovecot_user.uids("INBOX"))
-    assert inbox_after_crash == (3 if crash_at == "after_archive_commit" else 0)
+    if crash_at == "during_processing":
+        # the recorder thread works beside intake: the move may or may not have happened
+        assert inbox_after_crash in (0, 3)
+    else:
+        assert inbox_after_crash == (3 if crash_at == "after_archive_commit" else 0)
 
     again = _run(config, None)
     assert again.returncode == 0, again.stderr

@@ -65,6 +65,9 @@ def test_inspect_command_prints_the_same_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     got = json.loads(proc.stdout.decode("utf-8"))
     want = json.loads((GOLDEN / f"{name}.json").read_text(encoding="utf-8"))
+    rules = got.pop("rules")  # added to the contract keys: which rules ran, off, skipped
+    assert "materials" in rules["ran"] and rules["failed"] == []
+    assert rules["skipped"]["already_certified"] == "needs the database"
     got, want = _normalise(got, want)
     assert got == want
     assert "厦门" in proc.stdout.decode("utf-8")  # ensure_ascii=False

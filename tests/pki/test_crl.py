@@ -7,9 +7,12 @@ tests/app/test_pki_cli.py.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from asn1crypto import crl, pem
 
+from mailbot import clock
 from mailbot.pki import crl as crl_mod
 from mailbot.pki import issue, sm2
 from mailbot.pki.models import IssuedCertificate
@@ -105,3 +108,73 @@ def test_revoke_errors(session, ca_state, tmp_path):
     assert session.query(IssuedCertificate).filter(
         IssuedCertificate.revoked_at.is_not(None)).count() == 2
 
+
+
+def _number(der: bytes) -> int:
+    return crl.CertificateList.load(der).crl_number_value.native
+
+
+def test_current_crl_new_only_when_needed(session, ca_state, frozen_clock):
+    """A new CRL after a revocation or near nextUpdate; otherwise the last one, byte for byte."""
+    first = crl_mod.current_crl(session, ca_state, next_update_days=7)
+    session.commit()
+    assert first.made and first.number == 1 and first.why == "no CRL yet"
+    frozen_clock.advance(days=3)
+    again = crl_mod.current_crl(session, ca_state, next_update_days=7)
+    assert not again.made and again.der == first.der and again.number == 1
+
+    pair = _issue(session, ca_state, "XM-2026-0205")  # issuing alone changes nothing
+    assert crl_mod.current_crl(session, ca_state, next_update_days=7).der == first.der
+    crl_mod.revoke(session, ca_state, pair.sign_serial, reason="keyCompromise", by="x")
+    session.commit()
+    second = crl_mod.current_crl(session, ca_state, next_update_days=7)
+    session.commit()
+    assert second.made and second.number == 2 and second.why == "revocations changed"
+    assert crl_mod.current_crl(session, ca_state, next_update_days=7).der == second.der
+
+    # renewed once less than half the period is left (3.5 of 7 days)
+    frozen_clock.advance(days=3, hours=12, seconds=-1)
+    assert not crl_mod.current_crl(session, ca_state, next_update_days=7).made
+    frozen_clock.advance(seconds=1)
+    third = crl_mod.current_crl(session, ca_state, next_update_days=7)
+    session.commit()
+    assert third.made and third.number == 3 and "next update" in third.why
+    assert crl_mod.verify_crl(third.der, ca_state.cert).revoked == \
+        crl_mod.verify_crl(second.der, ca_state.cert).revoked
+    # a threshold of one's own, and --force
+    assert crl_mod.current_crl(session, ca_state, next_update_days=7,
+                               renew_before=timedelta(days=7)).number == 4
+    assert crl_mod.current_crl(session, ca_state, force=True).number == 5
+    # make_crl still always makes a new one
+    assert _number(crl_mod.make_crl(session, ca_state)) == 6
+
+
+def test_crl_reasons_per_rfc5280(session, ca_state, tmp_path):
+    """unspecified: no reasonCode extension; removeFromCRL: refused, never on a full CRL."""
+    a = _issue(session, ca_state, "XM-2026-0206")
+    b = _issue(session, ca_state, "XM-2026-0207")
+    crl_mod.revoke(session, ca_state, a.sign_serial, reason="unspecified", by="x")
+    crl_mod.revoke(session, ca_state, a.enc_serial, reason="superseded", by="x")
+    with pytest.raises(crl_mod.RevokeError, match="removeFromCRL is no revocation reason"):
+        crl_mod.revoke(session, ca_state, b.sign_serial, reason="removeFromCRL", by="x")
+    assert "removeFromCRL" not in crl_mod.REVOKE_REASONS
+    # a row written before the rule (or by hand) is listed without a reason code
+    row = session.query(IssuedCertificate).filter_by(serial=b.sign_serial).one()
+    row.revoked_at = clock.now().replace(microsecond=0)
+    row.revocation_reason, row.revoked_by = "removeFromCRL", "x"
+    session.commit()
+    der = crl_mod.current_crl(session, ca_state).der
+    entries = {f"{e['user_certificate'].native:x}": e
+               for e in crl.CertificateList.load(der)["tbs_cert_list"]["revoked_certificates"]}
+    assert set(entries) == {a.sign_serial, a.enc_serial, b.sign_serial}
+    assert len(entries[a.sign_serial]["crl_entry_extensions"]) == 0
+    assert len(entries[b.sign_serial]["crl_entry_extensions"]) == 0
+    assert entries[a.enc_serial].crl_reason_value.native == "superseded"
+    (tmp_path / "ca.crl").write_bytes(der)
+    text = openssl("crl", "-inform", "DER", "-in", "ca.crl", "-noout", "-text",
+                   cwd=tmp_path).stdout.decode()
+    assert text.count("CRL Reason Code") == 1 and "Superseded" in text
+    assert "Remove From CRL" not in text and "Unspecified" not in text
+    check = crl_mod.verify_crl(der, ca_state.cert)
+    assert check.ok and sorted(r for _s, _d, r in check.revoked) == [
+        "superseded", "unspecified", "unspecified"]

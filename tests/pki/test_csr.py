@@ -382,3 +382,63 @@ def test_deep_nesting_is_bounded() -> None:
         deep_def = tlv(0x30, deep_def)
     for data in (deep_indef, deep_def, pem(deep_def)):
         assert check_csr(data).codes == ["csr_unreadable"]
+
+
+# --- r or s without its leading zero (Henan CA's P10 tools and other devices) -----------------
+
+def _strip_leading_zero(sig: bytes) -> tuple[bytes, list[str]]:
+    """The SM2Signature re-encoded with each 33-byte INTEGER (00 + top bit set) cut to 32."""
+    ints, stripped = [], []
+    for label, node in zip(("r", "s"), der.read(sig).children(), strict=True):
+        body = node.content
+        if len(body) == 33 and body[0] == 0 and body[1] & 0x80:
+            body, _ = body[1:], stripped.append(label)
+        ints.append(tlv(0x02, body))
+    return tlv(0x30, b"".join(ints)), stripped
+
+
+def _openssl_request_with_high_r_or_s() -> tuple[bytes, bytes, list[str]]:
+    """(request DER, quirky request DER, which integers lost their 00) from OpenSSL itself."""
+    key = ps.sm2_key()[0]
+    for n in range(40):  # each integer has its top bit set about half the time
+        out = workdir() / f"quirk{n}.csr"
+        openssl("req", "-new", "-key", str(key), "-sm3", "-sigopt", ps.STD_ID,
+                "-subj", "/C=CN/O=Henan Test/CN=henan.example.cn", "-out", str(out))
+        data = pem_to_der(out.read_bytes())
+        info_node, alg, bits = der.read(data).children()
+        quirky_sig, stripped = _strip_leading_zero(bits.content[1:])
+        if stripped:
+            quirky = tlv(0x30, data[info_node.start:info_node.end]
+                         + data[alg.start:alg.end] + tlv(0x03, b"\x00" + quirky_sig))
+            return data, quirky, stripped
+    raise AssertionError("OpenSSL never produced a high r or s")
+
+
+def test_signature_integer_without_leading_zero_is_a_quirk() -> None:
+    strict, quirky, stripped = _openssl_request_with_high_r_or_s()
+    assert_valid(check_csr(strict))
+    with pytest.raises(sm2.SM2Error, match="negative"):  # strict DER reads it as negative
+        sm2.decode_signature(der.read(quirky).children()[2].content[1:])
+    for form in (quirky, pem(quirky)):
+        report = check_csr(form)
+        assert_valid(report)
+        assert quirks(report) == {"signature_integer_unsigned"}, (stripped, report.to_json())
+        assert report.codes == ["csr_encoding_quirk"]
+    # the unsigned reading never bends the proof of possession
+    tampered = bytearray(quirky)
+    at = bytes(quirky).index(b"henan.example.cn")
+    tampered[at] ^= 1
+    report = check_csr(bytes(tampered))
+    assert not report.valid and report.codes == ["csr_bad_signature"]
+
+
+def test_only_a_32_byte_integer_is_read_unsigned() -> None:
+    high = b"\x80" + b"\x11" * 31
+    ok = tlv(0x30, tlv(0x02, high) + tlv(0x02, b"\x01"))
+    assert sm2.decode_signature(ok, unsigned_32=True) == (int.from_bytes(high, "big"), 1)
+    with pytest.raises(sm2.SM2Error):
+        sm2.decode_signature(ok)
+    for body in (b"\x80" + b"\x11" * 30, b"\xff" * 33):  # 31 bytes, 33 bytes: still negative
+        with pytest.raises(sm2.SM2Error):
+            sm2.decode_signature(tlv(0x30, tlv(0x02, body) + tlv(0x02, b"\x01")),
+                                 unsigned_32=True)

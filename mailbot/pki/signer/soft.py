@@ -3,6 +3,14 @@
 Unencrypted keys are parsed here; encrypted ones (PKCS#8 PBES2 or legacy "Proc-Type:
 ENCRYPTED" SEC1) are opened with OpenSSL's libcrypto through ctypes, which knows every
 cipher OpenSSL can write (AES, SM4, ...). Key files readable by group or others are refused.
+
+Keys written here with a passphrase are PKCS#8 EncryptedPrivateKeyInfo, PBES2 (RFC 8018):
+SM4-CBC (1.2.156.10197.1.104.2, random 16-byte IV) keyed by PBKDF2 with HMAC-SHA256, a random
+16-byte salt and 600,000 iterations (OWASP's figure for PBKDF2-HMAC-SHA256). HMAC-SM3 would be
+the national choice, but OpenSSL 3.0 has no PBKDF2 PRF for it (no hmacWithSM3 OID), and the
+file must open with `openssl pkey -passin`. libcrypto does the work (PKCS5_pbe2_set_iv +
+PKCS8_set0_pbe, as `openssl pkcs8 -topk8 -v2 sm4-cbc -v2prf hmacWithSHA256 -iter 600000`).
+Neither the passphrase nor key material is ever logged or put into an exception message.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import secrets
 import stat
 from pathlib import Path
 
@@ -23,6 +32,13 @@ from mailbot.pki.signer import BaseSigner, SignerError
 OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 OID_SM2 = "1.2.156.10197.1.301"
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.S)
+
+# How a key is encrypted at rest (see the module docstring)
+KEY_CIPHER = "SM4-CBC"
+KEY_CIPHER_OID = "1.2.156.10197.1.104.2"
+KEY_PBKDF2_PRF = "hmacWithSHA256"
+KEY_PBKDF2_ITERATIONS = 600_000
+KEY_PBKDF2_SALT_BYTES = 16
 
 
 class KeyFileError(SignerError):
@@ -138,6 +154,40 @@ def load_private_key(data: bytes, passphrase: bytes | None = None) -> int:
     return d
 
 
+def is_encrypted_key(data: bytes) -> bool:
+    """True for an encrypted PEM key (PKCS#8 EncryptedPrivateKeyInfo or legacy SEC1)."""
+    m = _PEM.search(data)
+    return m is not None and (m.group(1) == b"ENCRYPTED PRIVATE KEY"
+                              or b"Proc-Type: 4,ENCRYPTED" in m.group(2))
+
+
+def key_encryption(data: bytes) -> str | None:
+    """How a key file is protected, for people: None when in clear, else e.g.
+    "PBES2 sm4-cbc, PBKDF2 hmacWithSHA256 600000 iterations" (read without the passphrase)."""
+    if not is_encrypted_key(data):
+        return None
+    m = _PEM.search(data)
+    assert m is not None
+    if m.group(1) != b"ENCRYPTED PRIVATE KEY":
+        return "legacy PEM encryption (Proc-Type ENCRYPTED)"
+    try:
+        info = keys.EncryptedPrivateKeyInfo.load(base64.b64decode(m.group(2)))
+        alg = info["encryption_algorithm"]
+        if alg["algorithm"].native != "pbes2":
+            return f"PKCS#8 {alg['algorithm'].native}"
+        params = alg["parameters"]
+        scheme = params["encryption_scheme"]["algorithm"]
+        cipher = "sm4-cbc" if scheme.dotted == KEY_CIPHER_OID else str(scheme.native)
+        kdf = params["key_derivation_func"]
+        if kdf["algorithm"].native != "pbkdf2":
+            return f"PBES2 {cipher}, {kdf['algorithm'].native}"
+        kp = kdf["parameters"]
+        prf = "hmacWith" + str(kp["prf"]["algorithm"].native).upper()  # as OpenSSL names it
+        return f"PBES2 {cipher}, PBKDF2 {prf} {kp['iteration_count'].native} iterations"
+    except (ValueError, TypeError, KeyError):
+        return "PKCS#8 encrypted (unrecognised parameters)"
+
+
 class SoftSigner(BaseSigner):
     """Signs with an SM2 key held in this process (loaded from a protected file)."""
 
@@ -157,7 +207,15 @@ class SoftSigner(BaseSigner):
         check_key_file_mode(p)
         if passphrase is None and passphrase_env and os.environ.get(passphrase_env):
             passphrase = os.environ[passphrase_env].encode()
-        return cls(load_private_key(p.read_bytes(), passphrase))
+        data = p.read_bytes()
+        if not passphrase and is_encrypted_key(data):
+            where = f"set {passphrase_env}" if passphrase_env else "give its passphrase"
+            raise KeyFileError(f"{p}: the CA key is encrypted and no passphrase was given: "
+                               f"{where}")
+        try:
+            return cls(load_private_key(data, passphrase))
+        except KeyFileError as exc:
+            raise KeyFileError(f"{p}: {exc}") from None
 
     def public_key(self) -> bytes:
         return self._pub
@@ -179,9 +237,13 @@ class _LibCrypto:
             ("BIO_new_mem_buf", vp, [cp, ci]), ("BIO_new", vp, [vp]), ("BIO_s_mem", vp, []),
             ("BIO_free", ci, [vp]), ("BIO_ctrl", ctypes.c_long, [vp, ci, ctypes.c_long, vp]),
             ("PEM_read_bio_PrivateKey", vp, [vp, vp, vp, cp]),
-            ("PEM_write_bio_PKCS8PrivateKey", ci, [vp, vp, vp, cp, ci, vp, cp]),
-            ("d2i_AutoPrivateKey", vp, [vp, ctypes.POINTER(cp), ctypes.c_long]),
-            ("EVP_PKEY_free", None, [vp]), ("EVP_aes_256_cbc", vp, []),
+            ("d2i_PKCS8_PRIV_KEY_INFO", vp, [vp, ctypes.POINTER(cp), ctypes.c_long]),
+            ("PKCS8_PRIV_KEY_INFO_free", None, [vp]), ("EVP_sm4_cbc", vp, []),
+            ("OBJ_txt2nid", ci, [cp]),
+            ("PKCS5_pbe2_set_iv", vp, [vp, ci, cp, ci, cp, ci]),
+            ("PKCS8_set0_pbe", vp, [cp, ci, vp, vp]), ("X509_ALGOR_free", None, [vp]),
+            ("PEM_write_bio_PKCS8", ci, [vp, vp]), ("X509_SIG_free", None, [vp]),
+            ("EVP_PKEY_free", None, [vp]),
             ("EVP_PKEY_get_bn_param", ci, [vp, cp, ctypes.POINTER(vp)]),
             ("BN_bn2binpad", ci, [vp, cp, ci]), ("BN_clear_free", None, [vp]),
             ("ERR_clear_error", None, []),
@@ -214,20 +276,40 @@ class _LibCrypto:
             lib.ERR_clear_error()
 
     def encrypt_pkcs8(self, der: bytes, passphrase: bytes) -> bytes:
+        """PEM EncryptedPrivateKeyInfo of a PKCS#8 DER key: PBES2, SM4-CBC, PBKDF2-HMAC-SHA256."""
         lib = self.lib
+        cipher = lib.EVP_sm4_cbc()
+        prf = lib.OBJ_txt2nid(KEY_PBKDF2_PRF.encode())
+        if not cipher or prf <= 0:
+            lib.ERR_clear_error()
+            raise KeyFileError(f"this OpenSSL has no {KEY_CIPHER} or {KEY_PBKDF2_PRF}: "
+                               "cannot encrypt the key")
         buf = ctypes.c_char_p(der)
-        pkey = lib.d2i_AutoPrivateKey(None, ctypes.byref(buf), len(der))
+        p8 = lib.d2i_PKCS8_PRIV_KEY_INFO(None, ctypes.byref(buf), len(der))
+        salt = secrets.token_bytes(KEY_PBKDF2_SALT_BYTES)
+        alg = sig = None
         bio = lib.BIO_new(lib.BIO_s_mem())
         try:
-            if not pkey or lib.PEM_write_bio_PKCS8PrivateKey(
-                    bio, pkey, lib.EVP_aes_256_cbc(), None, 0, None, passphrase) != 1:
-                raise KeyFileError("libcrypto could not encrypt the key")
+            if p8:
+                # aiv NULL: libcrypto draws a random IV; the salt is ours (16 bytes, RFC 8018)
+                alg = lib.PKCS5_pbe2_set_iv(cipher, KEY_PBKDF2_ITERATIONS, salt, len(salt),
+                                            None, prf)
+            if alg:
+                sig = lib.PKCS8_set0_pbe(passphrase, len(passphrase), p8, alg)
+                if sig:
+                    alg = None  # owned by the X509_SIG now
+            if not sig or lib.PEM_write_bio_PKCS8(bio, sig) != 1:
+                raise KeyFileError(f"libcrypto could not encrypt the key ({KEY_CIPHER})")
             ptr = ctypes.c_char_p()
             n = lib.BIO_ctrl(bio, 3, 0, ctypes.byref(ptr))  # BIO_get_mem_data
             return ctypes.string_at(ptr, n)
         finally:
-            if pkey:
-                lib.EVP_PKEY_free(pkey)
+            if sig:
+                lib.X509_SIG_free(sig)
+            if alg:
+                lib.X509_ALGOR_free(alg)
+            if p8:
+                lib.PKCS8_PRIV_KEY_INFO_free(p8)  # clears the key octets as it frees them
             lib.BIO_free(bio)
             lib.ERR_clear_error()
 
