@@ -114,6 +114,23 @@ class CasesConfig:
 
 
 @dataclass
+class MailboxStaffConfig:
+    """Staff's marks in the mailbox they read (DESIGN.md §3): the red flag on an application
+    mail where mailbot left it (the processed folder, or INBOX with the processed keyword),
+    or the mail moved to approve_folder (approve) or reject_folder (reject with
+    [cases] reject_reason). The *_keyword values are set by mailbot once a mark is handled."""
+
+    enabled: bool = True
+    approve_flag: str = "\\Flagged"  # a system flag or a keyword, e.g. "$label1"
+    approve_folder: str = "已确认"
+    reject_folder: str = "退回"
+    flag_poll_seconds: int = 30  # the daemon looks at flags and folders this often; 0: per cycle
+    approved_keyword: str = "$MailbotApproved"  # the approval mark was acted on
+    rejected_keyword: str = "$MailbotRejected"  # the rejection mark was acted on
+    refused_keyword: str = "$MailbotRefused"  # the workflow refused the mark (see the log)
+
+
+@dataclass
 class Config:
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
@@ -122,6 +139,7 @@ class Config:
     intake: IntakeConfig = field(default_factory=IntakeConfig)
     ca: CaConfig = field(default_factory=CaConfig)
     cases: CasesConfig = field(default_factory=CasesConfig)
+    mailbox_staff: MailboxStaffConfig = field(default_factory=MailboxStaffConfig)
     rules_dir: str = str(DEFAULT_RULES_DIR)  # the shipped rules unless a file names others
     templates_dir: str = str(DEFAULT_TEMPLATES_DIR)
     base_dir: str = "."  # relative paths resolve against the config file's folder (or cwd)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailbot.app.analysis import analyse_and_judge
+from mailbot.app.jobs import JOBS
 from mailbot.cases.recorder import CaseRecorder
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
@@ -37,10 +39,6 @@ BACKOFF_MAX = 300.0
 # daemon's patient six: someone (or cron) waits for the answer, and the next run tries again.
 ONCE_RECONNECTS = 1
 
-# Further jobs (staff flags, issuance, outbox, expiry) register here: fn(daemon) -> None.
-# They run once per cycle after the mail, in order, each failure logged and contained.
-Job = Callable[["Daemon"], None]
-EXTRA_JOBS: list[tuple[str, Job]] = []
 
 
 class Shutdown(BaseException):
@@ -72,7 +70,8 @@ class Daemon:
             source = source_from_config(cfg, sleep=self.sleep, **retries)
         self.source = source
         self.intake = IntakePipeline(cfg, self.sessions, source,
-                                     CaseRecorder(configured_required(cfg.rules_dir)))
+                                     CaseRecorder(configured_required(cfg.rules_dir)),
+                                     analyse=analyse_and_judge)
 
     # -- stopping ---------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -128,7 +127,7 @@ class Daemon:
             report.move_error = got.move_error
             report.stopped = got.intake.stopped
 
-        for name, job in [("mail", mail), *EXTRA_JOBS]:
+        for name, job in [("mail", mail), *JOBS]:
             if self.stopping:
                 report.stopped = True
                 break
@@ -170,13 +169,23 @@ class Daemon:
                         continue
                     backoff = BACKOFF_START
                     with self._wait():
-                        self.source.wait_for_changes(self.intake.wait_seconds())
+                        self.source.wait_for_changes(self.wait_seconds())
         except Shutdown:
             pass
         finally:
             self.close()
         log.info("stopped cleanly")
         return 0
+
+    def wait_seconds(self) -> float:
+        """How long to wait for mail before the next cycle: until intake's next sweep, but
+        no longer than [mailbox_staff] flag_poll_seconds, so staff's flags and folders are
+        seen within that (IDLE on the inbox does not tell of a flag set in 已处理)."""
+        wait = self.intake.wait_seconds()
+        staff = self.cfg.mailbox_staff
+        if staff.enabled and staff.flag_poll_seconds > 0:
+            wait = min(wait, max(1.0, float(staff.flag_poll_seconds)))
+        return wait
 
     def close(self) -> None:
         self.intake.close()

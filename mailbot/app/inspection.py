@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from mailbot.config import load_rule_settings
 from mailbot.intake.analyse import analyse_message
 from mailbot.intake.facts import MessageFacts
-from mailbot.rules.engine import Evaluation, RuleSettings, evaluate, merge_findings, rule_settings
-from mailbot.rules.materials import id_roles
-from mailbot.rules.view import view_from_facts
+from mailbot.rules.engine import Evaluation
+from mailbot.rules.judge import judge_message
 
 
 def inspect_message(raw: Any, settings: Mapping[str, Any] | None = None) -> MessageFacts:
@@ -21,31 +21,8 @@ def inspect_message(raw: Any, settings: Mapping[str, Any] | None = None) -> Mess
 
 def inspect_with_rules(raw: Any, settings: Mapping[str, Any] | None = None,
                        ) -> tuple[MessageFacts, Evaluation]:
+    """`inspect_message`, with the evaluation (which rules ran, were off or failed)."""
     if settings is None:
-        from mailbot.config import load_rule_settings
         settings = load_rule_settings()
     facts = analyse_message(raw, settings)
-    conf = rule_settings(settings)
-    view = view_from_facts(facts, settings)
-    result = evaluate(view, conf)
-    judge(facts, view, result, conf)
-    return facts, result
-
-
-def judge(facts: MessageFacts, view: Any, result: Evaluation, conf: RuleSettings) -> None:
-    """Write the evaluation into the message's facts (findings, missing, ID-scan roles)."""
-    facts.findings = merge_findings(facts.findings, result)
-    if "materials" in result.ran:
-        facts.missing = result.missing
-        params = conf.params.get("materials") or {}
-        if params.get("id_scan_roles", True):
-            roles = id_roles(view, params.get("naming"))
-            for att, materials in zip(facts.attachments, roles.materials, strict=True):
-                att.materials = list(materials)
-    elif view.kind not in ("new", "revoke"):
-        facts.missing = []
-
-
-def rules_json(result: Evaluation) -> dict[str, Any]:
-    """The `rules` object `inspect --json` adds: which rules ran, were off, skipped, failed."""
-    return result.to_json()
+    return facts, judge_message(facts, settings)

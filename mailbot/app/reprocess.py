@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, or_, select
 
+from mailbot.app.analysis import analyse_and_judge
 from mailbot.cases.recorder import CaseRecorder
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
@@ -43,7 +44,7 @@ def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
     report = ProcessReport()
     if reset:
         sink = CaseRecorder(configured_required(cfg.rules_dir))
-        with Processor(cfg, sessions, sink) as proc:
+        with Processor(cfg, sessions, sink, analyse=analyse_and_judge) as proc:
             proc.submit(reset)
             proc.drain()
             report = proc.report

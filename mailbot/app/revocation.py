@@ -20,13 +20,14 @@ REVOKE_ACTION = "revoke_certificate"
 
 
 def revoke_certificate(session: Session, ca: CaState, serial: str | int, *, reason: str,
-                       by: str, issuer_key_id: bytes | None = None) -> IssuedCertificate:
+                       by: str, issuer_key_id: bytes | None = None,
+                       via: str = "cli") -> IssuedCertificate:
     """Revoke (RevokeError when it cannot be done) and audit it; flushed, the caller commits."""
     row = revoke(session, ca, serial, reason=reason, by=by, issuer_key_id=issuer_key_id)
     case = None
     if row.case_ref:
         case = session.scalars(select(Case).where(Case.ref == row.case_ref)).first()
-    append_audit(session, actor=by.strip(), action=REVOKE_ACTION, case=case,
+    append_audit(session, actor=by.strip(), action=REVOKE_ACTION, case=case, via=via,
                  reason=f"{row.kind} certificate serial {row.serial}: {reason}")
     session.flush()
     return row

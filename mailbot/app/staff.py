@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailbot.app.analysis import analyse_and_judge
 from mailbot.cases.audit import append_audit
 from mailbot.cases.models import Case
 from mailbot.cases.recorder import CaseRecorder
@@ -138,7 +139,8 @@ def take_in(cfg: Config, sessions: sessionmaker[Session], raw: bytes) -> int:
         raise StaffActionFailed("the files were taken in before (the same message exists)")
     # One message: one parse worker is plenty.
     one = replace(cfg, intake=replace(cfg.intake, workers=1))
-    processor = Processor(one, sessions, CaseRecorder(configured_required(cfg.rules_dir)))
+    processor = Processor(one, sessions, CaseRecorder(configured_required(cfg.rules_dir)),
+                          analyse=analyse_and_judge)
     try:
         processor.submit(report.new_row_ids)
         processor.drain()

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from mailbot.app.mailbox_staff import open_refusals
 from mailbot.cases.models import Case
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
@@ -55,6 +56,8 @@ def collect_status(cfg: Config) -> dict[str, Any]:
             return {"messages": messages, "cases": cases, "mailboxes": mailboxes,
                     "parked": rows(MESSAGE_PARKED), "oversize": rows(MESSAGE_OVERSIZE),
                     "not_moved": not_moved,
+                    # staff's mailbox marks the workflow refused, nothing done on the case since
+                    "mailbox_refusals": open_refusals(s),
                     # how the CA key is kept (read without opening it); a warning when the
                     # soft key is in clear
                     "ca": key_status(cfg).as_dict()}

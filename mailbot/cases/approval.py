@@ -27,15 +27,11 @@ from sqlalchemy.orm import Session
 
 from mailbot.cases.audit import entry_digest
 from mailbot.cases.models import AuditEntry, Case
+from mailbot.cases.workflow import is_staff
 from mailbot.pki.approval import Approval, check_approval, key_fingerprint
 from mailbot.pki.errors import ApprovalRequired
 
 APPROVED = "approved"
-
-
-def is_staff(actor: str) -> bool:
-    """Staff give a name (--by NAME); the automatic actors are "system" and "message:<id>"."""
-    return bool(actor and actor.strip()) and actor != "system" and not actor.startswith("message:")
 
 
 def _case_row(session: Session, case_ref: str,

@@ -96,7 +96,8 @@ class CaseStore:
 
     # intake ------------------------------------------------------------------------------
     def record_facts(self, message: Message, facts: MessageFacts) -> Case | None:
-        """Record one analysed message: open a case (new/revoke), join one (reply), or neither."""
+        """Record one analysed message: open a case (new/revoke), join one (a reply, or a
+        bounce of one of our mails: kept with the case, its state unchanged), or neither."""
         return self.record_many([(message, facts)])[0]
 
     def record_many(self, items: Sequence[tuple[Message, MessageFacts]]) -> list[Case | None]:
@@ -122,6 +123,11 @@ class CaseStore:
                                     facts.case_ref)
                     else:
                         self._join_case(case, message, facts)
+                elif facts.kind == "bounce" and facts.case_ref:
+                    self._write_pending()
+                    case = self.by_ref(facts.case_ref)
+                    if case is not None:
+                        self._attach_bounce(case, message, facts)
                 cases.append(case)
             self._write_pending()
         return cases
@@ -215,6 +221,16 @@ class CaseStore:
         self._add_findings(case, message, own)
         workflow.reassess(self.session, case, actor=f"message:{message.id}", via="system",
                           required=self.required, message_row_id=message.id)
+
+    def _attach_bounce(self, case: Case, message: Message, facts: MessageFacts) -> None:
+        """A bounce of one of our mails about `case` is kept with it, for staff to see (the
+        address may be wrong); the case's state does not change and nothing is answered."""
+        message.case = case
+        self.session.flush()
+        returned = facts.returned_message_ids[0] if facts.returned_message_ids else None
+        append_audit(self.session, actor=f"message:{message.id}", action="bounce", case=case,
+                     reason="a mail of ours bounced" + (f": {returned}" if returned else ""),
+                     via="system")
 
     def _record_fields(self, case: Case, message: Message, form: dict[str, str]) -> None:
         current = {f.key: f for f in case.fields}

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailbot.cases import register as case_register
 from mailbot.cases import workflow
 from mailbot.cases.audit import verify_chain
 from mailbot.cases.models import CASE_STATES, AuditEntry, Case, CaseNotice
@@ -339,6 +341,63 @@ def _cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_day(value: str | None, flag: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {value!r}: give a date as YYYY-MM-DD",
+                         "日期格式应为 YYYY-MM-DD") from None
+
+
+def _width(text: str) -> int:
+    """Columns a text takes in a terminal: Chinese characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _width(text))
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    start = _register_day(args.start, "--from")
+    end = _register_day(args.end, "--to")
+    if start and end and start > end:
+        raise UsageError(f"--from {start} is after --to {end}", "起始日期晚于截止日期")
+    target = Path(args.csv) if args.csv else None
+    if target is not None and target.exists() and not args.force:
+        raise OperationFailed(f"{target} exists; not overwriting it (give --force to replace "
+                              "it)", "文件已存在，如需覆盖请加 --force")
+    with _session(args) as s:
+        rows = case_register.register_rows(s, start=start, end=end)
+    if args.json:
+        print(json.dumps([r.as_json(n) for n, r in enumerate(rows, 1)], ensure_ascii=False,
+                         indent=1))
+        return 0
+    if target is not None:
+        data = case_register.csv_bytes(rows)
+        try:
+            with open(target, "wb" if args.force else "xb") as fh:
+                fh.write(data)
+        except FileExistsError:
+            raise OperationFailed(f"{target} exists; not overwriting it (give --force to "
+                                  "replace it)", "文件已存在，如需覆盖请加 --force") from None
+        except OSError as exc:
+            raise OperationFailed(f"cannot write {target}: {exc.strerror or exc}",
+                                  "无法写入文件") from None
+        print(f"{len(rows)} case(s) written to {target} / 已导出 {len(rows)} 件")
+        return 0
+    table = [[h for _k, h in case_register.COLUMNS]]
+    table += [[c[k] for k, _h in case_register.COLUMNS]
+              for c in (r.cells(n) for n, r in enumerate(rows, 1))]
+    widths = [max(_width(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(_pad(cell, w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print(f"{len(rows)} case(s) / 共 {len(rows)} 件")
+    return 0
+
+
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     with _session(args) as s:
         report = verify_chain(s)
@@ -396,6 +455,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from-dir", required=True, metavar="DIR", dest="from_dir")
     p.add_argument("--by", required=True, metavar="NAME")
     p.set_defaults(func=_cmd_new)
+    p = csub.add_parser("register", help="the 受理登记 register, as a table or CSV / 受理登记表")
+    p.add_argument("--from", dest="start", metavar="DATE",
+                   help="cases opened on or after DATE (YYYY-MM-DD, Asia/Shanghai)")
+    p.add_argument("--to", dest="end", metavar="DATE",
+                   help="cases opened on or before DATE (YYYY-MM-DD, Asia/Shanghai)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="FILE",
+                     help="write CSV for Excel (UTF-8 with BOM) to FILE; an existing FILE is "
+                          "refused unless --force")
+    out.add_argument("--json", action="store_true")
+    p.add_argument("--force", action="store_true", help="with --csv: replace an existing FILE")
+    p.set_defaults(func=_cmd_register)
     audit = sub.add_parser("audit", help="audit log / 审计日志")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     p = asub.add_parser("verify", help="check the SM3 chain / 校验审计链")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from mailbot.app.inspection import inspect_with_rules, rules_json
+from mailbot.app.inspection import inspect_with_rules
 from mailbot.config import load_rule_settings
 from mailbot.intake.facts import MessageFacts
 
@@ -82,7 +82,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _mapped(args.file) as raw:
             facts, evaluation = inspect_with_rules(raw, _settings(args))
-            data = {**facts.to_inspect_json(), "rules": rules_json(evaluation)}
+            data = {**facts.to_inspect_json(), "rules": evaluation.to_json()}
             out = (json.dumps(data, ensure_ascii=False, indent=2)
                    if args.json else summary(facts, evaluation.ran))
     except OSError as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 from mailbot.findings import Finding
 from mailbot.intake.attachments import classify_attachment, find_csr_in_text, sniff_type
-from mailbot.intake.classify import Headers, classify
+from mailbot.intake.classify import Headers, case_ref_from_ids, classify
 from mailbot.intake.facts import (
     BODY_FILENAME,
     AttachmentFact,
@@ -29,6 +29,7 @@ from mailbot.intake.mime import (
     Part,
     decode_bytes,
     html_to_text,
+    parse_headers,
     parse_message,
 )
 from mailbot.intake.subject import ApplicationSubject
@@ -67,6 +68,46 @@ def _headers(pm: ParsedMessage, subject: str) -> Headers:
         references=pm.message_ids("references"),
         content_types=pm.content_types(),
     )
+
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+RETURNED_ID_HEADERS = ("message-id", "in-reply-to", "references")
+MAX_RETURNED_HEADERS = 256 * 1024  # a text/rfc822-headers part is read this far at most
+
+
+def returned_message_ids(pm: ParsedMessage) -> list[str]:
+    """The Message-IDs a delivery report cites of the message it returns: the headers of its
+    message/rfc822 part (or of a text/rfc822-headers part), Message-ID first."""
+    blocks: list[list[tuple[str, bytes]]] = []
+    for part in pm.nodes:
+        if part.forwarded == 1 and part.depth >= 1 and part.headers and any(
+                n == "message-id" for n, _v in part.headers):
+            blocks.append(part.headers)  # the top entity of a returned message/rfc822
+        elif part.content_type == "text/rfc822-headers":
+            blocks.append(parse_headers(part.decoded(limit=MAX_RETURNED_HEADERS))[0])
+    ids: list[str] = []
+    for headers in blocks:
+        for name in RETURNED_ID_HEADERS:
+            for n, v in headers:
+                if n == name:
+                    ids.extend(m for m in _MSGID.findall(decode_bytes(v)) if m not in ids)
+    return ids
+
+
+def _bounced_case(facts: MessageFacts, pm: ParsedMessage,
+                  case_exists: Callable[[str], bool] | None) -> str | None:
+    """The case of ours a bounce returns a message of: the returned message's own
+    Message-ID decides, else what it cites; a case not known is none."""
+    facts.returned_message_ids = returned_message_ids(pm)
+    own = facts.returned_message_ids[:1]
+    ref = case_ref_from_ids(own) or case_ref_from_ids(reversed(facts.returned_message_ids))
+    if ref and case_exists is not None:
+        try:
+            if not case_exists(ref):
+                return None
+        except Exception:  # noqa: BLE001 - a failing lookup must not lose the message
+            pass
+    return ref
 
 
 def _is_body(part: Part) -> bool:
@@ -205,6 +246,11 @@ def _analyse(raw: Any, settings: Mapping[str, Any],
                            "application_form" in a.materials for a in facts.attachments),
                        settings=settings, case_exists=case_exists)
     facts.kind, facts.case_ref = verdict.kind, verdict.case_ref
+    if facts.kind == "bounce":
+        # In-Reply-To/References of the report itself were read by classify; a report
+        # usually carries the returned message's headers instead.
+        bounced = _bounced_case(facts, pm, case_exists)
+        facts.case_ref = facts.case_ref or bounced
     facts.is_bounce, facts.is_auto_reply = verdict.is_bounce, verdict.is_auto_reply
     facts.is_auto_submitted = bool(h.auto_submitted) and \
         h.auto_submitted.split(";")[0].strip().lower() != "no"

@@ -69,6 +69,9 @@ class MessageFacts:
     message_id: str | None = None
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
+    # A bounce: the Message-ID, In-Reply-To and References of the message it returns (from
+    # its message/rfc822 or text/rfc822-headers part), so one of ours finds its case.
+    returned_message_ids: list[str] = field(default_factory=list)
     from_addr: str | None = None
     reply_to: str | None = None
     subject: str = ""

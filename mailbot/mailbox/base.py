@@ -34,6 +34,17 @@ DELETED = "\\Deleted"
 DRAFT = "\\Draft"
 
 
+def clean_message_id(value: object) -> str | None:
+    """A Message-ID header value as recorded: whitespace folded, the "<...>" part when there
+    is one (intake keeps it in the same form), at most 998 characters; None when empty."""
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    if "<" in text and ">" in text.split("<", 1)[1]:
+        text = "<" + text.split("<", 1)[1].split(">", 1)[0] + ">"
+    return text[:998] or None
+
+
 class MailboxError(Exception):
     """A mailbox operation failed for a reason other than a dropped connection (e.g. the
     server refused to create a folder, a full quota). The message is one readable line."""
@@ -166,3 +177,23 @@ class MailSource(Protocol):
 
     def flagged(self, folder: str = INBOX) -> list[MessageRef]:
         """Messages in `folder` carrying \\Flagged (staff's red flag: "confirmed, approve")."""
+
+    def marked(self, folder: str, *, having: Iterable[str] = (),
+               lacking: Iterable[str] = ()) -> list[MessageRef]:
+        """Messages in `folder` carrying every flag or keyword in `having` and none in
+        `lacking` (e.g. having \\Flagged, lacking $MailbotApproved), oldest first; [] if the
+        folder does not exist. IMAP asks the server (SEARCH FLAGGED UNKEYWORD ...), so a
+        folder of years of handled mail costs one SEARCH."""
+
+    def message_ids(self, refs: Sequence[MessageRef]) -> dict[MessageRef, str | None]:
+        """The Message-ID header ("<...>") of each ref that still exists (None: it has
+        none), read without fetching bodies (IMAP: BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])."""
+
+    def remove_flags(self, refs: Sequence[MessageRef], flags: Iterable[str]) -> None:
+        """Clear flags or keywords (e.g. a $MailbotRefused keyword staff's mark no longer
+        needs); a message that vanished meanwhile is skipped."""
+
+    def create_folder(self, folder: str) -> str:
+        """Create `folder` (under the personal namespace) when missing, e.g. 已确认 and 退回
+        so staff see them in their client; the mailbox's own name for it. MailboxError when
+        the server refuses."""

@@ -19,6 +19,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
@@ -33,6 +34,7 @@ from mailbot.mailbox.base import (
     ConnectionLost,
     MailboxError,
     MessageRef,
+    clean_message_id,
 )
 from mailbot.mailbox.url import MailboxURL, parse_mailbox_url
 
@@ -424,6 +426,63 @@ class ImapSource:
 
         return self._call(op, f"flagged {folder}")
 
+    def marked(self, folder: str, *, having: Iterable[str] = (),
+               lacking: Iterable[str] = ()) -> list[MessageRef]:
+        """Messages in `folder` with every flag/keyword of `having` and none of `lacking`,
+        found by one SEARCH (e.g. FLAGGED UNKEYWORD $MailbotApproved)."""
+        criteria = search_criteria(having, lacking)
+
+        def op(client: IMAPClient) -> list[MessageRef]:
+            name = self._resolve(client, folder)
+            if not self._exists(client, name):
+                return []
+            if self._selected == name:
+                client.noop()  # a folder selected before: let the server tell what changed
+            self._select(client, name)
+            return self._meta(client, folder, client.search(criteria))
+
+        return self._call(op, f"search {folder}")
+
+    def message_ids(self, refs: Sequence[MessageRef]) -> dict[MessageRef, str | None]:
+        """Message-ID of each ref still there, from BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]."""
+        out: dict[MessageRef, str | None] = {}
+        for source, group in _by_folder(refs).items():
+            for i in range(0, len(group), SEARCH_CHUNK):
+                chunk = group[i:i + SEARCH_CHUNK]
+
+                def op(client: IMAPClient, source: str = source,
+                       chunk: list[MessageRef] = chunk) -> dict[int, Any]:
+                    self._select(client, self._resolve(client, source))
+                    return client.fetch([r.uid for r in chunk],
+                                        ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+
+                data = self._call(op, "fetch")
+                for ref in chunk:
+                    d = data.get(ref.uid)
+                    if d is None:  # expunged meanwhile
+                        continue
+                    header = next((bytes(v) for k, v in d.items() if isinstance(k, bytes)
+                                   and k.startswith(b"BODY[HEADER") and v is not None), b"")
+                    out[ref] = _header_message_id(header)
+        return out
+
+    def remove_flags(self, refs: Sequence[MessageRef], flags: Iterable[str]) -> None:
+        """Clear flags or keywords (STORE -FLAGS.SILENT)."""
+        flags = list(flags)
+        for source, group in _by_folder(refs).items():
+            uids = [r.uid for r in group]
+
+            def op(client: IMAPClient, source: str = source, uids: list[int] = uids) -> None:
+                self._select(client, self._resolve(client, source))
+                client.remove_flags(uids, flags, silent=True)
+
+            self._call(op, "store")
+
+    def create_folder(self, folder: str) -> str:
+        """The server's name for `folder`, created (and subscribed) when missing."""
+        return self._call(lambda client: self._ensure_folder(client, folder),
+                          f"create {folder}")
+
     def _meta(self, client: IMAPClient, folder: str, uids: Sequence[int]) -> list[MessageRef]:
         """Refs for uids of the selected folder, labelled `folder` (the caller's name)."""
         refs: list[MessageRef] = []
@@ -608,6 +667,38 @@ def _changes(responses: Iterable[Any]) -> bool:
         if isinstance(resp, tuple) and resp and resp[0] == b"BYE":
             raise imaplib.IMAP4.abort("server said BYE during IDLE")
     return False
+
+
+# System flags as SEARCH keys (RFC 3501 6.4.4): (set, not set).
+_SEARCH_KEYS = {"\\FLAGGED": ("FLAGGED", "UNFLAGGED"), "\\SEEN": ("SEEN", "UNSEEN"),
+                "\\ANSWERED": ("ANSWERED", "UNANSWERED"), "\\DELETED": ("DELETED", "UNDELETED"),
+                "\\DRAFT": ("DRAFT", "UNDRAFT")}
+
+
+def search_criteria(having: Iterable[str] = (), lacking: Iterable[str] = ()) -> list[str]:
+    """SEARCH keys for messages with every flag of `having` and none of `lacking`: system
+    flags by their own keys (FLAGGED / UNFLAGGED), keywords by KEYWORD / UNKEYWORD; ALL when
+    both are empty. ValueError for a flag that cannot be searched (\\Recent, a blank)."""
+    criteria: list[str] = []
+    for flags, which, word in ((having, 0, "KEYWORD"), (lacking, 1, "UNKEYWORD")):
+        for flag in flags:
+            flag = flag.strip()
+            if flag.startswith("\\"):
+                keys = _SEARCH_KEYS.get(flag.upper())
+                if keys is None:
+                    raise ValueError(f"cannot search for the flag {flag!r}")
+                criteria.append(keys[which])
+            elif flag and not any(c in flag for c in ' ()[]{%*"\\'):
+                criteria += [word, flag]
+            else:
+                raise ValueError(f"not an IMAP keyword: {flag!r}")
+    return criteria or ["ALL"]
+
+
+def _header_message_id(header: bytes) -> str | None:
+    """The Message-ID in a header block (None when there is none)."""
+    value = BytesHeaderParser().parsebytes(header).get("Message-ID")
+    return clean_message_id(value)
 
 
 def _under(folder: str, prefix: str) -> bool:

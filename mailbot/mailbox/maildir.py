@@ -114,6 +114,21 @@ class MaildirSource:
     def flagged(self, folder: str = INBOX) -> list[MessageRef]:
         return [r for r in self.list_folder(folder) if r.flagged]
 
+    def marked(self, folder: str, *, having: Iterable[str] = (),
+               lacking: Iterable[str] = ()) -> list[MessageRef]:
+        want, avoid = set(having), set(lacking)
+        return [r for r in self.list_folder(folder)
+                if want <= r.flags and not (avoid & r.flags)]
+
+    def message_ids(self, refs: Sequence[MessageRef]) -> dict[MessageRef, str | None]:
+        out: dict[MessageRef, str | None] = {}
+        index: dict[str, dict[str, Path]] = {}
+        for ref in refs:
+            path = self._find(ref, index)
+            if path is not None and path.exists():
+                out[ref] = _message_id(path)
+        return out
+
     def fetch(self, refs: Sequence[MessageRef]) -> Iterator[tuple[MessageRef, bytes]]:
         index: dict[str, dict[str, Path]] = {}
         for ref in refs:
@@ -158,7 +173,7 @@ class MaildirSource:
             path = self._find(ref, index)
             if path is None or path.parent.parent == target:
                 continue
-            dest = target / path.parent.name / path.name
+            dest = target / path.parent.name / self._keywords_for(path, target)
             if dest.exists():  # already there (a repeated move after a crash)
                 continue
             try:
@@ -185,6 +200,28 @@ class MaildirSource:
             path = self._find(ref)
             if path is not None and letters:
                 self._set_letters(path, letters)
+
+    def remove_flags(self, refs: Sequence[MessageRef], flags: Iterable[str]) -> None:
+        """Clear system flags and keywords (their letters in the file name)."""
+        flags = set(flags)
+        for ref in refs:
+            path = self._find(ref)
+            if path is None:
+                continue
+            keywords = _read_keywords(path.parent.parent)
+            letters = {FLAG_TO_LETTER[f] for f in flags if f in FLAG_TO_LETTER}
+            letters |= {letter for letter, kw in keywords.items() if kw in flags}
+            key, sep, info = path.name.partition(INFO_SEP)
+            kept = "".join(c for c in info if c not in letters)
+            if sep and kept != info:
+                try:
+                    os.rename(path, path.with_name(f"{key}{INFO_SEP}{kept}"))
+                except FileNotFoundError:  # moved by someone else meanwhile
+                    continue
+
+    def create_folder(self, folder: str) -> str:
+        self._ensure_folder(folder)
+        return folder
 
     def append(self, folder: str, raw: bytes, flags: Iterable[str] = ()) -> None:
         """Deliver the exact bytes (the stdlib would rewrite CRLF): tmp/, then rename."""
@@ -318,6 +355,21 @@ class MaildirSource:
         with open(folder_dir / KEYWORDS_FILE, "a", encoding="utf-8") as fh:
             fh.write(f"{index} {keyword}\n")
         return chr(ord("a") + index)
+
+    def _keywords_for(self, path: Path, target: Path) -> str:
+        """The file name for `path` in folder `target`: keyword letters index a table of
+        each folder's own (dovecot-keywords), so they are translated to the target's."""
+        key, sep, info = path.name.partition(INFO_SEP)
+        mine = [c for c in info if "a" <= c <= "z"]
+        if not sep or not mine:
+            return path.name
+        source = _read_keywords(path.parent.parent)
+        letters = {c for c in info if not "a" <= c <= "z"}
+        for c in mine:
+            keyword = source.get(c)
+            if keyword is not None:  # a letter without a name means nothing: dropped
+                letters.add(self._keyword_letter(target, keyword))
+        return f"{key}{INFO_SEP}{''.join(sorted(letters))}"
 
     def _set_letters(self, path: Path, letters: set[str]) -> None:
         key, _, info = path.name.partition(INFO_SEP)

@@ -19,8 +19,10 @@ listed without a reason code).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from asn1crypto import core, crl, pem, x509
 from sqlalchemy import select
@@ -28,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from mailbot import clock
 from mailbot.pki import sm2
-from mailbot.pki.ca import SM3_WITH_SM2, CaState, sig_alg, x509_time
+from mailbot.pki.ca import SM3_WITH_SM2, CaState, dn_text, sig_alg, x509_time
 from mailbot.pki.errors import PkiError
 from mailbot.pki.models import REVOCATION_REASONS, REVOKE_REASONS, CrlState, IssuedCertificate
 
@@ -96,6 +98,92 @@ def revoke(session: Session, ca: CaState, serial: str | int, *, reason: str, by:
     row.revoked_by = by.strip()
     session.flush()
     return row
+
+
+def load_certificate(data: bytes) -> x509.Certificate:
+    """A certificate from PEM or DER bytes; RevokeError when it is none."""
+    try:
+        if pem.detect(data):
+            data = pem.unarmor(data)[2]
+        cert = x509.Certificate.load(bytes(data), strict=True)
+        cert["tbs_certificate"].native  # noqa: B018 - parse it all
+        return cert
+    except (ValueError, TypeError) as exc:
+        raise RevokeError(f"not a certificate: {exc}") from None
+
+
+def signed_by_ca(ca: CaState, data: bytes | x509.Certificate) -> bool:
+    """Whether this CA's key made the certificate's SM3withSM2 signature (standard ID),
+    whatever the database knows of it: certificates from before mailbot count too."""
+    try:
+        cert = data if isinstance(data, x509.Certificate) else load_certificate(data)
+        if cert["signature_algorithm"]["algorithm"].dotted != SM3_WITH_SM2:
+            return False
+        sig = bytes(cert["signature_value"].native)
+        return bool(sm2.verify(ca.public_key, cert["tbs_certificate"].dump(), sig))
+    except Exception:  # noqa: BLE001 - a malformed certificate or signature is not ours
+        return False
+
+
+def _kind_of(cert: x509.Certificate) -> str:
+    usage = set(cert.key_usage_value.native) if cert.key_usage_value else set()
+    if "digital_signature" in usage or "non_repudiation" in usage:
+        return "sign"
+    return "enc" if usage & {"key_encipherment", "data_encipherment", "key_agreement"} else "sign"
+
+
+def certificate_row(session: Session, ca: CaState, data: bytes) -> IssuedCertificate:
+    """The register row of a certificate this CA's key signed; one is added (no case, no
+    approval) for a certificate from before mailbot, so it can be revoked and listed in the
+    CRL. RevokeError when this CA did not sign it."""
+    cert = load_certificate(data)
+    if not signed_by_ca(ca, cert):
+        raise RevokeError("that certificate was not signed by this CA's key")
+    hexserial = f"{cert.serial_number:x}"
+    row = session.scalars(select(IssuedCertificate).where(
+        IssuedCertificate.issuer_key_id == ca.key_id_hex,
+        IssuedCertificate.serial == hexserial)).first()
+    if row is not None:
+        return row
+    tbs = cert["tbs_certificate"]
+    row = IssuedCertificate(
+        issuer_key_id=ca.key_id_hex, issuer=dn_text(tbs["issuer"]), serial=hexserial,
+        case_ref=None, kind=_kind_of(cert), subject=dn_text(tbs["subject"]),
+        not_before=cert.not_valid_before, not_after=cert.not_valid_after, der=cert.dump(),
+        public_key=bytes(cert.public_key["public_key"].contents)[1:].hex())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def pair_of(session: Session, row: IssuedCertificate) -> IssuedCertificate | None:
+    """The other certificate of `row`'s pair: same CA and approval, the other kind."""
+    if row.approval_audit_id is None or row.kind not in ("sign", "enc"):
+        return None
+    other = "enc" if row.kind == "sign" else "sign"
+    return session.scalars(select(IssuedCertificate).where(
+        IssuedCertificate.issuer_key_id == row.issuer_key_id,
+        IssuedCertificate.approval_audit_id == row.approval_audit_id,
+        IssuedCertificate.kind == other)).first()
+
+
+def find_issued(session: Session, ca: CaState, serial: str | int) -> IssuedCertificate | None:
+    """This CA's row for `serial` (hex, any case, colons and spaces ignored), or None."""
+    return session.scalars(select(IssuedCertificate).where(
+        IssuedCertificate.issuer_key_id == ca.key_id_hex,
+        IssuedCertificate.serial == _serial_hex(serial))).first()
+
+
+def write_crl(path: str | Path, der: bytes) -> bool:
+    """Write the CRL file when its bytes differ (atomic: readers never see half a CRL)."""
+    target = Path(path)
+    if target.is_file() and target.read_bytes() == der:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_bytes(der)
+    os.replace(tmp, target)
+    return True
 
 
 def _state(session: Session, ca: CaState) -> CrlState:

@@ -4,6 +4,9 @@ Signing certificate: the applicant's key from the CSR. Encryption certificate: a
 signer's issuance generates; its private key leaves only inside an SM2EnvelopedKey to the
 applicant's signing key (envelope.py) and is never stored or logged.
 
+Subject: only the vetted names the caller hands in (`CertificateSubject`: C=CN, O, CN,
+serialNumber), never the request's own subject.
+
 The PKI knows no cases: the caller hands in the `Approval` and the `ApprovalCheck` that
 confirms it (mailbot.app.issuance.issue_for_case wires the cases' check); the signer calls the
 check before each of the two signatures.
@@ -11,7 +14,8 @@ check before each of the two signatures.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -28,7 +32,6 @@ from mailbot.pki.approval import Approval, ApprovalCheck, check_approval
 from mailbot.pki.ca import (
     CaState,
     add_years,
-    build_name,
     dn_text,
     key_identifier,
     random_serial,
@@ -68,20 +71,71 @@ class IssuedPair:
     approval: Approval
 
 
-def subject_fields(csr_fields: dict[str, str], company: str | None = None,
-                   common_name: str | None = None) -> dict[str, str]:
-    """The certificate subject: the CSR's DN, the case's organisation; CN defaults to it."""
-    fields = {k.upper(): v.strip() for k, v in csr_fields.items() if v and v.strip()}
-    fields.setdefault("C", "CN")
-    if company:
-        fields["O"] = company.strip()
-    if common_name:
-        fields["CN"] = common_name.strip()
+@dataclass(frozen=True)
+class CertificateSubject:
+    """The vetted names of a certificate: C=CN, O = the organisation, CN = the common name
+    (default: the organisation) and the organisation code as serialNumber (2.5.4.5).
+
+    The caller (the case's vetted form) gives them; nothing of the request's own subject is
+    copied into a certificate.
+    """
+
+    organization: str
+    common_name: str | None = None
+    org_code: str | None = None
+    country: str = "CN"
+
+
+# the only attributes a certificate subject may carry, in the order written
+SUBJECT_ORDER = (("C", "country_name"), ("O", "organization_name"), ("CN", "common_name"),
+                 ("SERIALNUMBER", "serial_number"))
+_PRINTABLE = re.compile(r"[A-Za-z0-9 '()+,\-./:=?]+")
+
+
+def subject_fields(subject: CertificateSubject | Mapping[str, str], company: str | None = None,
+                   common_name: str | None = None,
+                   org_code: str | None = None) -> dict[str, str]:
+    """{"C", "O", "CN", "SERIALNUMBER"} of the vetted values; CN defaults to O.
+
+    A mapping is taken as vetted values too (keys C, O, CN, SERIALNUMBER, any case); any other
+    key is refused, so no stray name (OU, L, emailAddress, ...) reaches a certificate.
+    `company`, `common_name` and `org_code`, when given, replace what `subject` says.
+    """
+    if isinstance(subject, CertificateSubject):
+        given = {"C": subject.country, "O": subject.organization,
+                 "CN": subject.common_name or "", "SERIALNUMBER": subject.org_code or ""}
+    else:
+        given = {str(k).upper(): str(v) for k, v in subject.items()}
+        stray = sorted(set(given) - {k for k, _ in SUBJECT_ORDER})
+        if stray:
+            raise IssueError(f"a certificate subject holds only C, O, CN and serialNumber, "
+                             f"not {', '.join(stray)}")
+    for key, value in (("O", company), ("CN", common_name), ("SERIALNUMBER", org_code)):
+        if value and value.strip():
+            given[key] = value
+    fields = {k: given[k].strip() for k, _ in SUBJECT_ORDER if (given.get(k) or "").strip()}
+    fields["C"] = fields.get("C") or "CN"
     if not fields.get("CN"):
         if not fields.get("O"):
             raise IssueError("no common name and no organisation for the subject")
         fields["CN"] = fields["O"]
-    return fields
+    code = fields.get("SERIALNUMBER")
+    if code is not None and not _PRINTABLE.fullmatch(code):
+        raise IssueError(f"the organisation code {code!r} cannot be a subject serialNumber "
+                         "(PrintableString: letters, digits and ' ()+,-./:=?)")
+    if len(fields["C"]) != 2 or not fields["C"].isascii() or not fields["C"].isalpha():
+        raise IssueError(f"country {fields['C']!r} is not a two-letter code")
+    return {k: fields[k] for k, _ in SUBJECT_ORDER if k in fields}
+
+
+def subject_name(fields: Mapping[str, str]) -> x509.Name:
+    """The DN of subject_fields, in the order C, O, CN, serialNumber (one attribute per RDN;
+    C and serialNumber PrintableString, O and CN UTF8String)."""
+    rdns = []
+    for key, attr in SUBJECT_ORDER:
+        if fields.get(key):
+            rdns.append(x509.Name.build({attr: fields[key]}).chosen[0])
+    return x509.Name(name="", value=x509.RDNSequence(rdns))
 
 
 def validity(ca: CaState, years: int, start: datetime | None = None) -> tuple[datetime, datetime]:
@@ -185,11 +239,14 @@ def _issue_one(session: Session, ca: CaState, issuance: Issuance, *, kind: str,
 
 
 def issue_pair(session: Session, ca: CaState, approval: Approval, check: ApprovalCheck,
-               csr_public_key: bytes, csr_subject: dict[str, str], *,
+               csr_public_key: bytes, subject: CertificateSubject | Mapping[str, str], *,
                company: str | None = None, common_name: str | None = None,
-               crl_url: str = "", validity_years: int = 10) -> IssuedPair:
+               org_code: str | None = None, crl_url: str = "",
+               validity_years: int = 10) -> IssuedPair:
     """Sign + encryption certificates and the envelope for one approved request.
 
+    `subject` holds the vetted names (CertificateSubject, or a mapping of C/O/CN/SERIALNUMBER;
+    `company`, `common_name`, `org_code` override it): never the request's own subject.
     `check` confirms `approval` (in the caller's transaction) before each signature, and the
     signing key must be the one the approval names. Rows are added to `session` (flushed, not
     committed: the caller commits with its own records).
@@ -201,13 +258,13 @@ def issue_pair(session: Session, ca: CaState, approval: Approval, check: Approva
         raise IssueError(f"the request's public key is not usable: {exc}") from exc
     issuance = ca.signer.begin_issuance(approval, check)
     issuance.confirm_request_key(csr_public_key)
-    subject = build_name(subject_fields(csr_subject, company, common_name))
+    name = subject_name(subject_fields(subject, company, common_name, org_code))
     not_before, not_after = validity(ca, validity_years)
-    sign_der, sign_serial = _issue_one(session, ca, issuance, kind="sign", subject=subject,
+    sign_der, sign_serial = _issue_one(session, ca, issuance, kind="sign", subject=name,
                                        public_key=csr_public_key, not_before=not_before,
                                        not_after=not_after, crl_url=crl_url)
     enc_pub, env = issuance.make_encryption_key(csr_public_key)
-    enc_der, enc_serial = _issue_one(session, ca, issuance, kind="enc", subject=subject,
+    enc_der, enc_serial = _issue_one(session, ca, issuance, kind="enc", subject=name,
                                      public_key=enc_pub, not_before=not_before,
                                      not_after=not_after, crl_url=crl_url)
     return IssuedPair(case_ref=approval.case_ref, sign_cert=sign_der, enc_cert=enc_der,
@@ -226,14 +283,14 @@ def checked_request(session: Session, csr_der: bytes, what: str = "the request")
 
 
 def issue_from_csr(session: Session, ca: CaState, approval: Approval, check: ApprovalCheck,
-                   csr_der: bytes, *, company: str | None, common_name: str | None = None,
-                   crl_url: str = "", validity_years: int = 10) -> IssuedPair:
-    """Check the CSR again (check_csr) and issue under `approval`; refuses an invalid request."""
+                   csr_der: bytes, subject: CertificateSubject, *, crl_url: str = "",
+                   validity_years: int = 10) -> IssuedPair:
+    """Check the CSR again (check_csr) and issue under `approval` with the vetted `subject`
+    (the request's own subject is not used); refuses an invalid request."""
     report = checked_request(session, csr_der, approval.case_ref)
     assert report.public_key is not None
-    return issue_pair(session, ca, approval, check, report.public_key, report.subject_fields,
-                      company=company, common_name=common_name, crl_url=crl_url,
-                      validity_years=validity_years)
+    return issue_pair(session, ca, approval, check, report.public_key, subject,
+                      crl_url=crl_url, validity_years=validity_years)
 
 
 def key_already_certified(session: Session) -> Callable[[bytes], bool]:

@@ -50,7 +50,8 @@ def test_openssl_csr_to_pair_for_the_case(session, ca_state, ca_pem, user_csr, t
                      name, cwd=tmp_path)
         assert ok.stdout.decode().strip().endswith(": OK")
         text = openssl("x509", "-in", name, "-noout", "-text", cwd=tmp_path).stdout.decode()
-        assert "Subject: C = CN, O = Xiamen Test Trading, OU = IT, CN = alice" in text
+        # the vetted names, not the request's OU=IT, CN=alice
+        assert "Subject: C = CN, O = Xiamen Test Trading, CN = Xiamen Test Trading\n" in text
         assert f"URI:{CRL_URL}" in text
     user_pub = openssl("pkey", "-in", str(user_csr[0]), "-pubout").stdout
     assert openssl("x509", "-in", "sign.pem", "-noout", "-pubkey", cwd=tmp_path).stdout == user_pub
@@ -67,7 +68,8 @@ def test_company_defaults_to_the_cases(session, ca_state, user_csr):
     pair = issue_for_case(session, ca_state, "XM-2026-0010", user_csr[1].read_bytes())
     subject = x509.Certificate.load(pair.sign_cert).subject.native
     assert subject["organization_name"] == "厦门某某报关有限公司"
-    assert subject["common_name"] == "alice"  # the request's CN stays
+    assert subject["common_name"] == "厦门某某报关有限公司"  # not the request's CN=alice
+    assert "organizational_unit_name" not in subject
 
 
 @pytest.mark.timeout(120)

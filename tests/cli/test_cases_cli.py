@@ -13,7 +13,7 @@ from mailbot.app.staff import safe_name, take_in
 from mailbot.cases import workflow
 from mailbot.cli import main
 from mailbot.db import make_engine, session_factory
-from tests.support.formbuilder import build_form
+from tests.support.formbuilder import FILLED, build_form
 from tests.support.intake import make_config, write_config
 from tests.support.mailbuilders import jpeg, make_sm2, pdf
 
@@ -25,9 +25,14 @@ def csr_pem(tmp_path_factory) -> bytes:
     return make_sm2(tmp_path_factory.mktemp("sm2"), COMPANY).csr_pem
 
 
+# The sample form with values the rules accept (valid check characters, mobile numbers).
+VALID_FORM = {**FILLED, "org_code": "91350200MA2XXXXX1Q", "legal_rep_id_no": "35020319900101123X",
+              "handler_id_no": "350203199202025670", "handler_phone": "13900000003"}
+
+
 def _hall(folder: Path, csr: bytes | None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "申请表.docx").write_bytes(build_form())
+    (folder / "申请表.docx").write_bytes(build_form(VALID_FORM))
     (folder / "营业执照.pdf").write_bytes(pdf(tag=b"licence"))
     (folder / "法人身份证.jpg").write_bytes(jpeg(tag=b"legal"))
     (folder / "经办人身份证.jpg").write_bytes(jpeg(tag=b"handler"))

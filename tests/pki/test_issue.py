@@ -44,7 +44,8 @@ def _write(path: Path, der: bytes) -> Path:
 @pytest.fixture
 def pair(session, ca_state: CaState, user_csr) -> issue.IssuedPair:
     out = issue_csr_stubbed(session, ca_state, "XM-2026-0001", user_csr[1].read_bytes(),
-                            company="Xiamen Test Trading", crl_url=CRL_URL)
+                            company="Xiamen Test Trading", org_code="91350200MA31ABCD1X",
+                            crl_url=CRL_URL)
     session.commit()
     return out
 
@@ -77,7 +78,9 @@ def test_profile_as_openssl_shows_it(pair, tmp_path, user_csr):
         assert "X509v3 Subject Key Identifier" in text
         assert "X509v3 Authority Key Identifier" in text
         assert f"URI:{CRL_URL}" in text
-        assert "Subject: C = CN, O = Xiamen Test Trading, OU = IT, CN = alice" in text
+        # the vetted names only: the request's OU=IT and CN=alice are not copied
+        assert ("Subject: C = CN, O = Xiamen Test Trading, CN = Xiamen Test Trading, "
+                "serialNumber = 91350200MA31ABCD1X") in text
     assert "Digital Signature, Non Repudiation\n" in st
     assert "Key Encipherment, Data Encipherment, Key Agreement" in et
     # the signing certificate carries the applicant's key, the encryption one another key
@@ -115,6 +118,28 @@ def test_cn_defaults_to_organisation(session, ca_state):
     kinds = {atv["type"].native: atv["value"].name for rdn in cert.subject.chosen for atv in rdn}
     assert kinds["country_name"] == "printable_string"
     assert kinds["common_name"] == "utf8_string"
+
+
+def test_subject_holds_only_the_vetted_names(session, ca_state):
+    """C, O, CN, serialNumber in that order; nothing else can get in."""
+    pub = sm2.public_key_of(sm2.generate_private_key())
+    out = issue_stubbed(session, ca_state, "XM-2026-0012", pub,
+                        issue.CertificateSubject("厦门某某报关有限公司", "报关服务器",
+                                                 "91350200MA31ABCD1X"))
+    cert = x509.Certificate.load(out.sign_cert)
+    order = [(atv["type"].native, atv["value"].name, atv["value"].native)
+             for rdn in cert.subject.chosen for atv in rdn]
+    assert order == [("country_name", "printable_string", "CN"),
+                     ("organization_name", "utf8_string", "厦门某某报关有限公司"),
+                     ("common_name", "utf8_string", "报关服务器"),
+                     ("serial_number", "printable_string", "91350200MA31ABCD1X")]
+    assert x509.Certificate.load(out.enc_cert).subject.dump() == cert.subject.dump()
+    with pytest.raises(issue.IssueError, match="only C, O, CN and serialNumber, not OU"):
+        issue.subject_fields({"CN": "alice", "OU": "IT"})
+    with pytest.raises(issue.IssueError, match="PrintableString"):
+        issue.subject_fields(issue.CertificateSubject("X", org_code="统一代码"))
+    with pytest.raises(issue.IssueError, match="no common name and no organisation"):
+        issue.subject_fields({"C": "CN"})
 
 
 def test_validity_never_beyond_ca_and_time_types(session, ca_state, tmp_path):

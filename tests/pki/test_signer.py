@@ -19,6 +19,7 @@ from mailbot.pki.signer.sdf import SDR_BASE, ECCSignature, SdfError, SdfSigner
 from mailbot.pki.signer.soft import KeyFileError, SoftSigner, load_private_key, write_private_key
 from tests.support.pki_issue import (
     StubCheck,
+    gmssl_public_key,
     independent_verify,
     issue_stubbed,
     openssl,
@@ -185,3 +186,31 @@ def test_sdf_needs_password_env(softsdf_lib, tmp_path, monkeypatch):
     with pytest.raises(SignerError, match="TEST_SDF_PW_UNSET"):
         open_signer(cfg)
     assert "TEST_SDF_PW_UNSET" not in os.environ
+
+
+def test_sdf_generates_key_pairs_on_the_device(sdf_env):
+    lib, _ = sdf_env
+    counter = ctypes.CDLL(str(lib)).SOFTSDF_KeyPairsGenerated
+    counter.restype = ctypes.c_uint
+    before = counter()
+    signer = SdfSigner(str(lib), 3, b"hsm-pw")
+    try:
+        d, pub = signer.generate_key_pair()
+        d2, _ = signer.generate_key_pair()
+    finally:
+        signer.close()
+    assert counter() == before + 2
+    assert 1 <= d <= sm2.N - 2 and d != d2
+    assert gmssl_public_key(d) == pub
+
+
+def test_soft_signer_generates_key_pairs_with_libcrypto(monkeypatch):
+    signer = SoftSigner(sm2.generate_private_key())
+
+    def no_python_keys() -> int:
+        raise AssertionError("the soft signer's keys come from libcrypto")
+
+    monkeypatch.setattr(sm2, "generate_private_key", no_python_keys)
+    d, pub = signer.generate_key_pair()
+    assert 1 <= d <= sm2.N - 2 and gmssl_public_key(d) == pub
+    assert signer.generate_key_pair()[0] != d

@@ -76,14 +76,18 @@ def issue_stubbed(session: Session, ca: CaState, ref: str, public_key: bytes,
 
 
 def issue_csr_stubbed(session: Session, ca: CaState, ref: str, csr: bytes, *,
-                      audit_id: int | None = None, **kwargs: object) -> issue.IssuedPair:
-    """issue_from_csr (check_csr again, then issue) under a fresh stub approval of its key."""
+                      audit_id: int | None = None, company: str = "Xiamen Test Trading",
+                      common_name: str | None = None, org_code: str | None = None,
+                      **kwargs: object) -> issue.IssuedPair:
+    """issue_from_csr (check_csr again, then issue) under a fresh stub approval of its key,
+    with the vetted names given here (never the request's own subject)."""
     from mailbot.pki.csr import check_csr
 
     public_key = check_csr(csr).public_key or bytes(65)  # an invalid request is refused anyway
     approval = stub_approval(public_key, ref=ref,
                              audit_id=next(_AUDIT_IDS) if audit_id is None else audit_id)
-    return issue.issue_from_csr(session, ca, approval, StubCheck(approval), csr,
+    subject = issue.CertificateSubject(company, common_name, org_code)
+    return issue.issue_from_csr(session, ca, approval, StubCheck(approval), csr, subject,
                                 **kwargs)  # type: ignore[arg-type]
 
 

@@ -57,6 +57,12 @@ class BaseSigner:
     def _sign_digest(self, e: bytes) -> tuple[int, int]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def generate_key_pair(self) -> tuple[int, bytes]:
+        """A fresh SM2 key pair (d, 04||X||Y) for an encryption certificate; the subclass says
+        where it comes from (OpenSSL's libcrypto, the cipher device). Only an `Issuance` calls
+        this, and d leaves it only inside the applicant's envelope."""
+        raise SignerError(f"{type(self).__name__} cannot generate key pairs")
+
     def _sign(self, tbs: bytes) -> bytes:
         # e = SM3(Z||M) in software, with the standard ID; the key only signs the digest
         e = sm2.message_digest(self.public_key(), bytes(tbs), self.uid)

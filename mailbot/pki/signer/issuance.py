@@ -106,15 +106,19 @@ class Issuance:
     def make_encryption_key(self, request_public_key: bytes) -> tuple[bytes, bytes]:
         """Generate the pair's encryption key: (its public key, SM2EnvelopedKey to the request key).
 
-        The private key exists only here and inside the envelope, which only the holder of the
-        approved request's key can open.
+        The signer generates the pair (`generate_key_pair`: the device with SDF, libcrypto with
+        the soft key). The private key exists only here and inside the envelope, which only the
+        holder of the approved request's key can open; it is never stored or logged.
         """
         if self._enc_public is not None:
             raise SignerError("this issuance already generated its encryption key")
         self.confirm_request_key(request_public_key)
-        enc_d = sm2.generate_private_key()
+        # from the signer: the cipher device (SDF) or OpenSSL's libcrypto (soft)
+        enc_d, enc_pub = self._signer.generate_key_pair()
         try:
-            enc_pub = sm2.public_key_of(enc_d)
+            if not 1 <= enc_d <= sm2.N - 2 or sm2.public_key_of(enc_d) != bytes(enc_pub):
+                raise SignerError("the signer generated an unusable encryption key pair")
+            sm2.check_public_key(enc_pub)
             env = envelope.make_envelope(bytes(request_public_key), enc_d)
         finally:
             del enc_d

@@ -69,6 +69,11 @@ class ECCSignature(ctypes.Structure):
     _fields_ = [("r", ctypes.c_ubyte * ECCREF_MAX_LEN), ("s", ctypes.c_ubyte * ECCREF_MAX_LEN)]
 
 
+class ECCrefPrivateKey(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("bits", ctypes.c_uint), ("K", ctypes.c_ubyte * ECCREF_MAX_LEN)]
+
+
 class SdfError(SignerError):
     """An SDF call failed; `code` is the device's return value."""
 
@@ -111,7 +116,9 @@ class SdfLibrary:
             "SDF_InternalSign_ECC": [vp, ui, ucp, ui, ctypes.POINTER(ECCSignature)],
         }
         optional = {"SDF_ExternalVerify_ECC": [vp, ui, ctypes.POINTER(ECCrefPublicKey), ucp, ui,
-                                               ctypes.POINTER(ECCSignature)]}
+                                               ctypes.POINTER(ECCSignature)],
+                    "SDF_GenerateKeyPair_ECC": [vp, ui, ui, ctypes.POINTER(ECCrefPublicKey),
+                                                ctypes.POINTER(ECCrefPrivateKey)]}
         for name, args in {**sigs, **optional}.items():
             fn = getattr(lib, name, None)
             if fn is None:
@@ -196,6 +203,40 @@ class SdfSigner(BaseSigner):
         if not sm2.verify_digest(self.public_key(), e, r, s):
             raise SignerError("the SDF device returned a signature that does not verify")
         return r, s
+
+    def _keygen_alg_ids(self) -> list[int]:
+        # SGD_SM2_3 (encryption) of the header family the configured SGD_SM2_1 belongs to,
+        # then SGD_SM2_1 itself, which some devices want for every SM2 key pair
+        sm2_3 = {0x00020100: 0x00020400, 0x00020200: 0x00020800}.get(self.sm2_alg_id)
+        return [a for a in (sm2_3, self.sm2_alg_id) if a is not None]
+
+    def generate_key_pair(self) -> tuple[int, bytes]:
+        """An SM2 key pair from the device's generator (SDF_GenerateKeyPair_ECC, 256 bits).
+
+        GM/T 0018 hands the private key to the caller (it goes into the applicant's envelope);
+        the buffer is wiped as soon as d is read.
+        """
+        pub, priv = ECCrefPublicKey(), ECCrefPrivateKey()
+        try:
+            with self._lock:
+                if not self._ses:
+                    raise SignerError("the SDF signer is closed")
+                ids = self._keygen_alg_ids()
+                for n, alg in enumerate(ids):
+                    try:
+                        self._sdf.call("SDF_GenerateKeyPair_ECC", self._ses, alg, 256,
+                                       ctypes.byref(pub), ctypes.byref(priv))
+                        break
+                    except SdfError as exc:
+                        if exc.code != SDR_BASE + 0x09 or n == len(ids) - 1:
+                            raise
+            if pub.bits != 256 or priv.bits != 256:
+                raise SignerError("the SDF device generated a key pair that is not 256-bit SM2")
+            d = int.from_bytes(_field32(priv.K, "private key"), "big")
+            point = b"\x04" + _field32(pub.x, "public key") + _field32(pub.y, "public key")
+        finally:
+            ctypes.memset(ctypes.byref(priv), 0, ctypes.sizeof(priv))
+        return d, point
 
     def device_verify(self, e: bytes, r: int, s: int) -> bool:
         """Ask the device to verify (SDF_ExternalVerify_ECC with the configured SGD_SM2_1)."""

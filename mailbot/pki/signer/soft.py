@@ -223,9 +223,13 @@ class SoftSigner(BaseSigner):
     def _sign_digest(self, e: bytes) -> tuple[int, int]:
         return sm2.sign_digest(self._d, e)
 
+    def generate_key_pair(self) -> tuple[int, bytes]:
+        """An SM2 key pair from OpenSSL's libcrypto (EVP_PKEY keygen, its DRBG)."""
+        return _libcrypto().generate_sm2_key()
+
 
 class _LibCrypto:
-    """The few libcrypto calls needed for encrypted PEM keys."""
+    """The few libcrypto calls needed for encrypted PEM keys and SM2 key generation."""
 
     def __init__(self) -> None:
         path = ctypes.util.find_library("crypto")
@@ -247,6 +251,11 @@ class _LibCrypto:
             ("EVP_PKEY_get_bn_param", ci, [vp, cp, ctypes.POINTER(vp)]),
             ("BN_bn2binpad", ci, [vp, cp, ci]), ("BN_clear_free", None, [vp]),
             ("ERR_clear_error", None, []),
+            ("EVP_PKEY_CTX_new_from_name", vp, [vp, cp, cp]), ("EVP_PKEY_CTX_free", None, [vp]),
+            ("EVP_PKEY_keygen_init", ci, [vp]),
+            ("EVP_PKEY_generate", ci, [vp, ctypes.POINTER(vp)]),
+            ("EVP_PKEY_get_octet_string_param", ci,
+             [vp, cp, cp, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]),
         ):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args
@@ -274,6 +283,41 @@ class _LibCrypto:
             if pkey:
                 lib.EVP_PKEY_free(pkey)
             lib.ERR_clear_error()
+
+    def generate_sm2_key(self) -> tuple[int, bytes]:
+        """(d, 04||X||Y) of a fresh SM2 key made by libcrypto; d in [1, n-2]."""
+        lib = self.lib
+        for _ in range(8):
+            ctx = lib.EVP_PKEY_CTX_new_from_name(None, b"SM2", None)
+            pkey = ctypes.c_void_p()
+            bn = ctypes.c_void_p()
+            try:
+                if (not ctx or lib.EVP_PKEY_keygen_init(ctx) != 1
+                        or lib.EVP_PKEY_generate(ctx, ctypes.byref(pkey)) != 1 or not pkey):
+                    raise SignerError("libcrypto could not generate an SM2 key pair")
+                if lib.EVP_PKEY_get_bn_param(pkey, b"priv", ctypes.byref(bn)) != 1:
+                    raise SignerError("libcrypto gave no private key for the SM2 key pair")
+                out = ctypes.create_string_buffer(32)
+                if lib.BN_bn2binpad(bn, out, 32) != 32:
+                    raise SignerError("libcrypto gave an SM2 private key wider than 256 bits")
+                d = int.from_bytes(out.raw, "big")
+                ctypes.memset(out, 0, 32)
+                pub = ctypes.create_string_buffer(65)
+                n = ctypes.c_size_t()
+                if (lib.EVP_PKEY_get_octet_string_param(pkey, b"pub", pub, 65,
+                                                        ctypes.byref(n)) != 1 or n.value != 65):
+                    raise SignerError("libcrypto gave no public key for the SM2 key pair")
+            finally:
+                if bn:
+                    lib.BN_clear_free(bn)
+                if pkey:
+                    lib.EVP_PKEY_free(pkey)
+                if ctx:
+                    lib.EVP_PKEY_CTX_free(ctx)
+                lib.ERR_clear_error()
+            if 1 <= d <= sm2.N - 2:  # GB/T 32918: d != n-1
+                return d, pub.raw
+        raise SignerError("libcrypto kept generating SM2 keys out of range")  # pragma: no cover
 
     def encrypt_pkcs8(self, der: bytes, passphrase: bytes) -> bytes:
         """PEM EncryptedPrivateKeyInfo of a PKCS#8 DER key: PBES2, SM4-CBC, PBKDF2-HMAC-SHA256."""

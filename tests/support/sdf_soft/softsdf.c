@@ -2,7 +2,8 @@
  *
  * SOFTSDF_KEYS="INDEX|/path/key.pem|password;INDEX|..." maps key indexes to key files and
  * their access passwords. SOFTSDF_SM2_1 (hex or decimal) is the SGD_SM2_1 id it accepts
- * (default 0x00020100). Structures as GmSSL sdf.h (ECCref_MAX_LEN 64, pack(1), right-aligned).
+ * (default 0x00020100); SDF_GenerateKeyPair_ECC takes it or SGD_SM2_3 (0x00020400 / 0x00020800)
+ * and counts the pairs it made (SOFTSDF_KeyPairsGenerated, for the tests). Structures as GmSSL sdf.h (ECCref_MAX_LEN 64, pack(1), right-aligned).
  * Build: gcc -shared -fPIC -o libsoftsdf.so softsdf.c -lcrypto
  */
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #define ECCref_MAX_LEN 64
 #pragma pack(1)
 typedef struct { unsigned int bits; unsigned char x[ECCref_MAX_LEN]; unsigned char y[ECCref_MAX_LEN]; } ECCrefPublicKey;
+typedef struct { unsigned int bits; unsigned char K[ECCref_MAX_LEN]; } ECCrefPrivateKey;
 typedef struct { unsigned char r[ECCref_MAX_LEN]; unsigned char s[ECCref_MAX_LEN]; } ECCSignature;
 typedef struct { unsigned char IssuerName[40]; unsigned char DeviceName[16]; unsigned char DeviceSerial[16];
   unsigned int DeviceVersion; unsigned int StandardVersion; unsigned int AsymAlgAbility[2];
@@ -227,6 +229,40 @@ int SDF_ExternalVerify_ECC(void *hSessionHandle, unsigned int uiAlgID, ECCrefPub
       && EVP_PKEY_verify(ctx, der, (size_t)derlen, pucDataInput, 32) == 1) rc = SDR_OK;
 done:
   OPENSSL_free(der); ECDSA_SIG_free(es); EVP_PKEY_CTX_free(ctx); EVP_PKEY_free(pkey); EC_KEY_free(ec);
+  ERR_clear_error();
+  return rc;
+}
+
+static unsigned int keypairs_generated = 0;
+
+/* How many key pairs SDF_GenerateKeyPair_ECC made in this process (not an SDF function). */
+unsigned int SOFTSDF_KeyPairsGenerated(void) { return keypairs_generated; }
+
+/* A fresh SM2 key pair from OpenSSL's generator, both halves to the caller (GM/T 0018 6.3.4). */
+int SDF_GenerateKeyPair_ECC(void *hSessionHandle, unsigned int uiAlgID, unsigned int uiKeyBits,
+                            ECCrefPublicKey *pub, ECCrefPrivateKey *priv) {
+  if (!session_of(hSessionHandle) || !pub || !priv) return SDR_INARGERR;
+  const char *alg = getenv("SOFTSDF_SM2_1");
+  unsigned int sm2_1 = alg ? (unsigned int)strtoul(alg, NULL, 0) : 0x00020100u;
+  if (uiAlgID != sm2_1 && uiAlgID != 0x00020400u && uiAlgID != 0x00020800u) return SDR_ALGNOTSUPPORT;
+  if (uiKeyBits != 256) return SDR_INARGERR;
+  int rc = SDR_UNKNOWERR;
+  EVP_PKEY *pkey = NULL; BIGNUM *d = NULL;
+  EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "SM2", NULL);
+  unsigned char oct[65]; size_t len = 0;
+  if (!ctx || EVP_PKEY_keygen_init(ctx) != 1 || EVP_PKEY_generate(ctx, &pkey) != 1) goto done;
+  if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_PRIV_KEY, &d)) goto done;
+  if (!EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, oct, sizeof oct, &len)
+      || len != 65 || oct[0] != 4) goto done;
+  memset(pub, 0, sizeof *pub); memset(priv, 0, sizeof *priv);
+  pub->bits = 256; priv->bits = 256;
+  memcpy(pub->x + 32, oct + 1, 32);
+  memcpy(pub->y + 32, oct + 33, 32);
+  put32(priv->K, d);
+  keypairs_generated++;
+  rc = SDR_OK;
+done:
+  BN_clear_free(d); EVP_PKEY_free(pkey); EVP_PKEY_CTX_free(ctx);
   ERR_clear_error();
   return rc;
 }
