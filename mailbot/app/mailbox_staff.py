@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+APPLICANT_KINDS = ("new", "revoke", "reply")  # the kinds of mail a staff mark can act on
+
 APPROVE, REJECT = "approve", "reject"
 REFUSED_ACTION = "mailbox_refused"  # the audit action of a mark the workflow refused
 WRITE_TRIES = 3  # a clash with another writer on the audit chain head: read again, retry
@@ -239,13 +241,15 @@ class MailboxMarks:
     def _case_of(self, s: Session, mid: str) -> tuple[Case | None, str]:
         """The case the message with this Message-ID was recorded into (locked), or why
         there is none ("wait": recorded but not yet analysed)."""
-        rows = s.execute(select(Message.case_id, Message.status)
+        rows = s.execute(select(Message.case_id, Message.status, Message.kind)
                          .where(Message.message_id == mid).order_by(Message.id)).all()
         if not rows:
             return None, "not a mail mailbot has recorded"
-        case_ids = [c for c, _st in rows if c is not None]
+        # Only the applicant's own mail stands for the case: a bounce or an automatic reply
+        # joins its case too, but a flag on it approves nothing.
+        case_ids = [c for c, _st, kind in rows if c is not None and kind in APPLICANT_KINDS]
         if not case_ids:
-            if any(st == MESSAGE_ARCHIVED for _c, st in rows):
+            if any(st == MESSAGE_ARCHIVED for _c, st, _k in rows):
                 return None, "wait"
             return None, "the mail opened no case (not an application)"
         case = s.get(Case, case_ids[0], with_for_update=True)

@@ -165,6 +165,24 @@ def cfg(tmp_path: Path, db_url: str, dovecot_user: DovecotUser) -> Config:
 
 
 # -- approval by flag and by folder, rejection by folder --------------------------------------
+def test_a_flag_on_a_bounce_of_the_case_approves_nothing(cfg, engine, dovecot_user) -> None:
+    """A bounce joins the case of the reply it returns, but it does not stand for the case."""
+    from tests.support.mailbuilders import bounce
+
+    mid, ref = _application(cfg, engine, dovecot_user, "厦门退信科技有限公司")
+    ours = make_mail(subject=f"[{ref}] 受理回执", message_id=f"<{ref}.abc123@189.cn>")
+    dovecot_user.append(bounce(ours))
+    _cycle(cfg, engine)
+    with _sessions(engine)() as s:
+        kinds = dict(s.execute(select(Message.message_id, Message.kind)
+                               .where(Message.case_id == _case(engine, mid).id)).all())
+    assert kinds.get("<dsn.20260105093100@189.cn>") == "bounce"  # joined the case
+    _flag(dovecot_user, "已处理", "<dsn.20260105093100@189.cn>")
+    _cycle(cfg, engine)
+    assert _case(engine, mid).state == "awaiting_confirmation"
+    assert [a[1] for a in _audit(engine, ref)] == ["bounce"]  # and no approval
+
+
 def test_the_red_flag_in_processed_approves_once(cfg, engine, dovecot_user) -> None:
     mid, ref = _application(cfg, engine, dovecot_user, "厦门红旗科技有限公司")
     # mailbot made the staff folders, so the client shows them
