@@ -22,14 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.app.analysis import analyse_and_judge
 from mailbot.app.jobs import JOBS
-from mailbot.cases.recorder import CaseRecorder
+from mailbot.app.judging import case_recorder
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.ingest import IngestReport
 from mailbot.intake.pipeline import IntakePipeline
 from mailbot.intake.processor import ProcessReport
 from mailbot.mailbox.base import MailSource
-from mailbot.rules.materials import configured_required
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Daemon:
             source = source_from_config(cfg, sleep=self.sleep, **retries)
         self.source = source
         self.intake = IntakePipeline(cfg, self.sessions, source,
-                                     CaseRecorder(configured_required(cfg.rules_dir)),
+                                     case_recorder(cfg),
                                      analyse=analyse_and_judge)
 
     # -- stopping ---------------------------------------------------------------------------

@@ -5,12 +5,11 @@ from __future__ import annotations
 from sqlalchemy import Engine, or_, select
 
 from mailbot.app.analysis import analyse_and_judge
-from mailbot.cases.recorder import CaseRecorder
+from mailbot.app.judging import case_recorder
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PARKED, Message
 from mailbot.intake.processor import Processor, ProcessReport
-from mailbot.rules.materials import configured_required
 
 
 def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
@@ -43,7 +42,7 @@ def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
         s.commit()
     report = ProcessReport()
     if reset:
-        sink = CaseRecorder(configured_required(cfg.rules_dir))
+        sink = case_recorder(cfg)
         with Processor(cfg, sessions, sink, analyse=analyse_and_judge) as proc:
             proc.submit(reset)
             proc.drain()

@@ -23,9 +23,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.app.analysis import analyse_and_judge
+from mailbot.app.judging import case_recorder
 from mailbot.cases.audit import append_audit
 from mailbot.cases.models import Case
-from mailbot.cases.recorder import CaseRecorder
 from mailbot.clock import now
 from mailbot.config import Config
 from mailbot.intake import archive, mime
@@ -34,7 +34,6 @@ from mailbot.intake.ingest import ingest
 from mailbot.intake.models import Message
 from mailbot.intake.processor import Processor
 from mailbot.mailbox.base import INBOX, MessageRef
-from mailbot.rules.materials import configured_required
 
 HALL_SOURCE = "hall:"  # the identity of the one-message source of 现场受理
 SUBJECT_TAIL = "+数字证书申办"
@@ -139,7 +138,7 @@ def take_in(cfg: Config, sessions: sessionmaker[Session], raw: bytes) -> int:
         raise StaffActionFailed("the files were taken in before (the same message exists)")
     # One message: one parse worker is plenty.
     one = replace(cfg, intake=replace(cfg.intake, workers=1))
-    processor = Processor(one, sessions, CaseRecorder(configured_required(cfg.rules_dir)),
+    processor = Processor(one, sessions, case_recorder(cfg),
                           analyse=analyse_and_judge)
     try:
         processor.submit(report.new_row_ids)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session, SessionTransaction
 
-from mailbot.cases import workflow
+from mailbot.cases import verdict, workflow
 from mailbot.cases.audit import append_audit, append_audit_rows
 from mailbot.cases.models import Attachment, Case, CaseCounter, CaseField, CaseFinding, CaseNotice
+from mailbot.cases.verdict import jsonable as _jsonable
+from mailbot.cases.view import CertificateIndex, batch_certificates
 from mailbot.clock import now
 from mailbot.findings import Finding
 from mailbot.intake.models import Message
@@ -27,6 +29,7 @@ from mailbot.rules.materials import (
 
 if TYPE_CHECKING:
     from mailbot.intake.facts import MessageFacts
+    from mailbot.rules.engine import RuleSettings
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,17 @@ class CaseStore:
     """All writes of intake to cases go through here, inside the caller's transaction."""
 
     def __init__(self, session: Session,
-                 required: dict[str, Iterable[str]] | None = None) -> None:
+                 required: dict[str, Iterable[str]] | None = None, *,
+                 settings: Mapping[str, Any] | RuleSettings | None = None,
+                 ca_public_keys: Iterable[bytes] = ()) -> None:
         self.session = session
         self.required = {k: tuple(v) for k, v in (required or REQUIRED_MATERIALS).items()}
+        # The rules' settings (None: the shipped rules folder) and the CA's public key(s),
+        # for the rules run on a case (mailbot.cases.verdict).
+        self.settings = verdict.settings_of(settings)
+        self.ca_public_keys = [bytes(k) for k in ca_public_keys]
+        # Certificates of ours known for the batch's codes and names (one lookup a batch).
+        self._certificates = CertificateIndex()
         # Rows of record_many waiting to be written in bulk (see _write_pending).
         self._attachments: list[dict[str, object]] = []
         self._openings: list[_Opening] = []
@@ -107,9 +118,11 @@ class CaseStore:
         their ids, then attachments, fields and findings go in as one multi-row INSERT per
         table (a new case's materials are its one message's files, so no query is needed).
         A reply writes what came before it first, since it reads its case from the database.
+        The certificates of ours the database rules need are looked up once for the batch.
         """
         cases: list[Case | None] = []
         with self.session.no_autoflush:
+            self._certificates = self._batch_certificates(items)
             for message, facts in items:
                 self._record_message(message, facts)
                 case: Case | None = None
@@ -132,6 +145,23 @@ class CaseStore:
             self._write_pending()
         return cases
 
+    def _batch_certificates(self, items: Sequence[tuple[Message, MessageFacts]]
+                            ) -> CertificateIndex:
+        """One lookup for every opening's and reply's code and name, and those of the cases
+        the replies cite (see mailbot.cases.view.batch_certificates)."""
+        codes: list[str | None] = []
+        orgs: list[str | None] = []
+        refs: list[str | None] = []
+        for _message, facts in items:
+            if facts.kind in OPENING_KINDS or (facts.kind == "reply" and facts.case_ref):
+                codes.append(facts.form.get("org_code"))
+                orgs.extend((facts.form.get("applicant_org"), facts.company))
+            if facts.kind == "reply":
+                refs.append(facts.case_ref)
+        if not any(codes) and not any(orgs) and not any(refs):
+            return CertificateIndex()
+        return batch_certificates(self.session, codes, orgs, refs)
+
     def _record_message(self, message: Message, facts: MessageFacts) -> None:
         check_materials(facts, self.required)  # the message's own list, for `inspect` views
         message.facts = facts.to_inspect_json()
@@ -152,8 +182,11 @@ class CaseStore:
         at = now()
         fields = [{"key": key, "value": value, "source": "form", "message_row_id": message.id,
                    "set_by": "system", "set_at": at} for key, value in facts.form.items()]
+        # The worker judged the message; the rules that need the database judge it here.
+        judged = verdict.opening_findings(facts, self._certificates, settings=self.settings,
+                                          ca_public_keys=self.ca_public_keys)
         findings = [self._finding_row(message.id, f.code, f.severity, f.detail, f.facts, at)
-                    for f in facts.findings if f.code != "missing_material"]
+                    for f in judged if f.code != "missing_material"]
         findings.extend(self._finding_row(None, f.code, f.severity, f.detail, f.facts, at)
                         for f in map(missing_material, missing_of(
                             case.kind, facts.materials_present, self.required)))
@@ -216,8 +249,17 @@ class CaseStore:
         for f in self._open_findings(case):
             if brings_csr and f.code.startswith("csr_"):
                 f.resolved_at = now()
+        # The rules judge the whole case again (its fields, files and the register).
+        result, _resolved, _added = verdict.reevaluate(
+            self.session, case, settings=self.settings, facts=facts,
+            ca_public_keys=self.ca_public_keys, certificates=self._certificates,
+            message_row_id=message.id)
         # Materials count across the whole case; the reply's own missing list does not apply.
-        own = [f for f in facts.findings if f.code != "missing_material"]
+        # A code the rules decided has one home, the rules; what is already open is not
+        # repeated.
+        present = {(f.code, f.detail) for f in case.findings if f.resolved_at is None}
+        own = [f for f in facts.findings if f.code != "missing_material"
+               and f.code not in result.decided and (f.code, f.detail) not in present]
         self._add_findings(case, message, own)
         workflow.reassess(self.session, case, actor=f"message:{message.id}", via="system",
                           required=self.required, message_row_id=message.id)
@@ -262,17 +304,3 @@ class CaseStore:
 
     def missing_materials(self, case: Case) -> list[str]:
         return missing_of(case.kind, self.materials_present(case), self.required)
-
-
-def _jsonable(facts: object) -> dict[str, object]:
-    """Finding facts as plain JSON values (bytes and other objects become text)."""
-    out: dict[str, object] = {}
-    for key, value in dict(facts or {}).items():  # type: ignore[call-overload]
-        if isinstance(value, str | int | float | bool) or value is None:
-            out[str(key)] = value
-        elif isinstance(value, list | tuple):
-            out[str(key)] = [v if isinstance(v, str | int | float | bool) else str(v)
-                             for v in value]
-        else:
-            out[str(key)] = str(value)
-    return out

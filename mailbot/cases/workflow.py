@@ -8,8 +8,8 @@ writes the audit row (who, when, from, to, why, via) and records the notice in
 override, called) and the system's (reassess after a reply, expire) are built on it.
 
 `assess` is the one place that decides between ``incomplete`` and
-``awaiting_confirmation`` from a case's findings and materials (the rule engine plugs in
-there).
+``awaiting_confirmation`` from a case's findings and materials. An edit or an override runs
+the rules again on the whole case first (mailbot.cases.verdict.reevaluate), as a reply does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailbot.cases import verdict
 from mailbot.cases.audit import VIA, append_audit
 from mailbot.cases.models import (
     CASE_STATES,
@@ -359,9 +360,22 @@ def close(session: Session, case: Case, *, by: str, reason: str | None,
                       reason=_need_reason(reason), action="close")
 
 
+def _rules_again(session: Session, case: Case, why: str, settings: Any,
+                 ca_public_keys: Iterable[bytes]) -> str:
+    """Run the rules again on the case (its open findings follow them; overridden ones stay);
+    `why` with what changed, for the reassessment's audit row."""
+    _result, resolved, added = verdict.reevaluate(session, case, settings=settings,
+                                                  ca_public_keys=ca_public_keys)
+    changed = verdict.summary(resolved, added)
+    return f"{why}; {changed}" if changed else why
+
+
 def edit(session: Session, case: Case, values: Mapping[str, str], *, by: str, via: str = "cli",
-         required: Mapping[str, Sequence[str]] | None = None) -> Notice | None:
-    """Staff type in form fields (they win over later forms); then assess again."""
+         required: Mapping[str, Sequence[str]] | None = None, settings: Any = None,
+         ca_public_keys: Iterable[bytes] = ()) -> Notice | None:
+    """Staff type in form fields (they win over later forms); then the rules run again on
+    the case (`settings`: the rules' settings, None for the shipped ones; `ca_public_keys`
+    the CA's key(s)) and it is assessed again."""
     name = _staff(by)
     _need_open(case, "edit")
     unknown = [k for k in values if k not in FORM_KEYS]
@@ -384,13 +398,16 @@ def edit(session: Session, case: Case, values: Mapping[str, str], *, by: str, vi
         changes.append(f"{key}: {old!r} -> {value!r}")
     append_audit(session, actor=name, action="edit", case=case, reason="; ".join(changes),
                  via=_via(via))
-    return reassess(session, case, actor=name, via=via, required=required, why="edited")
+    why = _rules_again(session, case, "edited", settings, ca_public_keys)
+    return reassess(session, case, actor=name, via=via, required=required, why=why)
 
 
 def override(session: Session, case: Case, code: str, *, by: str, reason: str | None,
-             via: str = "cli",
-             required: Mapping[str, Sequence[str]] | None = None) -> Notice | None:
-    """Mark the open findings of `code` overridden (with the reason); then assess again."""
+             via: str = "cli", required: Mapping[str, Sequence[str]] | None = None,
+             settings: Any = None, ca_public_keys: Iterable[bytes] = ()) -> Notice | None:
+    """Mark the open findings of `code` overridden (with the reason); then the rules run
+    again (an overridden finding is never reopened nor raised again) and the case is
+    assessed again."""
     name = _staff(by)
     text = _need_reason(reason)
     _need_open(case, "override findings of")
@@ -401,8 +418,8 @@ def override(session: Session, case: Case, code: str, *, by: str, reason: str | 
         f.overridden_by, f.override_reason = name, text
     append_audit(session, actor=name, action="override", case=case,
                  reason=f"{code} ({len(hits)}): {text}", via=_via(via))
-    return reassess(session, case, actor=name, via=via, required=required,
-                    why=f"{code} overridden")
+    why = _rules_again(session, case, f"{code} overridden", settings, ca_public_keys)
+    return reassess(session, case, actor=name, via=via, required=required, why=why)
 
 
 def called(session: Session, case: Case, *, by: str, via: str = "cli") -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from mailbot.app.judging import rule_context
 from mailbot.cases import register as case_register
 from mailbot.cases import workflow
 from mailbot.cases.audit import verify_chain
@@ -238,7 +239,8 @@ def _cmd_edit(args: argparse.Namespace) -> int:
 
     def act(s: Session) -> int:
         case = _case(s, args.ref)
-        notice = workflow.edit(s, case, values, by=by, required=_required(args))
+        notice = workflow.edit(s, case, values, by=by, required=_required(args),
+                               **rule_context(args.config))
         return _done(case, f"{len(values)} field(s) set by {by}", notice)
     return _write(args, act)
 
@@ -294,7 +296,7 @@ def _cmd_override(args: argparse.Namespace) -> int:
     def act(s: Session) -> int:
         case = _case(s, args.ref)
         notice = workflow.override(s, case, args.code, by=by, reason=args.reason,
-                                   required=_required(args))
+                                   required=_required(args), **rule_context(args.config))
         return _done(case, f"{args.code} overridden by {by}", notice)
     return _write(args, act)
 

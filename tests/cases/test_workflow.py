@@ -16,6 +16,7 @@ from mailbot.cases.workflow import TRANSITIONS, Policy, TransitionRefused
 from mailbot.intake.facts import AttachmentFact, MessageFacts
 from mailbot.intake.models import Message
 from mailbot.pki import sm2
+from tests.cases.forms import form
 
 _PUB = sm2.public_key_of(sm2.generate_private_key())
 ALL = ["application_form", "business_licence", "legal_rep_id", "handler_id",
@@ -121,7 +122,7 @@ def test_approve_refused_while_a_blocking_finding_is_open(session, frozen_clock)
 
 def test_override_then_approve_with_checklist(session, frozen_clock) -> None:
     case = CaseStore(session).record_facts(_message(session, 1), MessageFacts(
-        kind="new", attachments=[_att(f"{m}.pdf", m) for m in ALL]))
+        kind="new", attachments=[_att(f"{m}.pdf", m) for m in ALL], form=form()))
     _blocking(case, "csr_duplicate_key")
     assert workflow.override(session, case, "csr_duplicate_key", by="张三",
                              reason="old key reused on purpose") is None
@@ -273,7 +274,7 @@ def test_opening_and_replies_record_one_notice_per_message(session, frozen_clock
     store = CaseStore(session)
     m1 = _message(session, 1)
     case = store.record_facts(m1, MessageFacts(
-        kind="new", company="厦门测试有限公司",
+        kind="new", company="厦门测试有限公司", form=form(),
         attachments=[_att(f"{m}.pdf", m) for m in ALL[:-1]]))
     session.commit()
     assert case.state == "incomplete" and case.state_changed_at == frozen_clock.current
@@ -299,8 +300,9 @@ def test_opening_and_replies_record_one_notice_per_message(session, frozen_clock
 def test_overridden_missing_material_is_not_asked_for_again(session, frozen_clock) -> None:
     store = CaseStore(session)
     case = store.record_facts(_message(session, 1), MessageFacts(
-        kind="revoke", attachments=[_att("a.pdf", "application_form", "business_licence",
-                                         "legal_rep_id", "handler_id")]))
+        kind="revoke", form=form(),
+        attachments=[_att("a.pdf", "application_form", "business_licence", "legal_rep_id",
+                          "handler_id")]))
     session.commit()
     assert case.state == "incomplete"
     workflow.override(session, case, "missing_material", by="张三",

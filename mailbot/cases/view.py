@@ -1,0 +1,220 @@
+"""The case view the rules judge, built from the database (the rules never query it).
+
+`case_view` gathers a recorded case: its form fields (what staff typed wins: the case's
+fields already hold it), every file of its messages with the materials they count for, the
+latest subject and sender, the findings staff overrode, and the database part: the
+certificates of ours known for its 机构代码 or organisation (`known_certificates`).
+
+Certificates are found for a code or a name in two ways: the vetted subject pki/issue.py
+writes (C, O, CN, serialNumber = 机构代码), and the fields of the case a certificate was
+issued for (`case_ref`), for certificates whose subject has no serialNumber.
+`known_certificates` looks up many codes and names in one query, so intake asks once per
+batch, not once per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from mailbot import clock
+from mailbot.cases.models import Attachment, Case, CaseField
+from mailbot.intake.models import Message
+from mailbot.intake.subject import ApplicationSubject
+from mailbot.pki.models import IssuedCertificate
+from mailbot.rules.validators import normalise_company, normalise_uscc, same_company
+from mailbot.rules.view import AttachmentView, CaseView, KnownCertificate, view_from_facts
+
+if TYPE_CHECKING:
+    from mailbot.intake.facts import MessageFacts
+
+PAIR_KINDS = ("sign", "enc")  # a CA's own certificate is no organisation's
+
+
+def kinds_for(case_kind: str) -> tuple[str, ...]:
+    """The certificates a case's rules are shown: a new application, one per pair (the sign
+    certificate; already_certified and renamed_organisation name a pair once, not each of its
+    two serials); a revocation, both (the form's serial may be either's)."""
+    return PAIR_KINDS if case_kind == "revoke" else ("sign",)
+
+
+@dataclass(frozen=True)
+class _Known:
+    case_ref: str | None
+    certificate: KnownCertificate
+
+
+@dataclass
+class CertificateIndex:
+    """Certificates of ours looked up for some codes and names; `for_case` picks a case's."""
+
+    entries: list[_Known] = field(default_factory=list)
+
+    def for_case(self, org_code: str | None, organisation: str | None,
+                 exclude_ref: str | None = None,
+                 kinds: tuple[str, ...] = PAIR_KINDS) -> list[KnownCertificate]:
+        """Those of `kinds` issued under the same credit code or the same organisation name
+        (not the case's own, `exclude_ref`), in the order found."""
+        code = normalise_uscc(org_code or "")
+        org = organisation or ""
+        out = []
+        for e in self.entries:
+            if exclude_ref and e.case_ref == exclude_ref:
+                continue
+            c = e.certificate
+            if c.kind not in kinds:
+                continue
+            if (code and normalise_uscc(c.org_code) == code) or same_company(org, c.organisation):
+                out.append(c)
+        return out
+
+
+def _variants(values: Iterable[str | None], fold: Callable[[str], str]) -> list[str]:
+    out: set[str] = set()
+    for v in values:
+        v = (v or "").strip()
+        if v:
+            out.update(x for x in (v, fold(v)) if x)
+    return sorted(out)
+
+
+def _subject_names(der: bytes) -> tuple[str, str]:
+    """(O, serialNumber) of a certificate's subject; empty strings when absent or unreadable."""
+    from asn1crypto import x509
+    try:
+        names = x509.Certificate.load(bytes(der)).subject.native
+    except Exception:  # noqa: BLE001 - an unreadable row is matched by its case's fields
+        return "", ""
+
+    def one(key: str) -> str:
+        value = names.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else ""
+        return str(value or "")
+    return one("organization_name"), one("serial_number")
+
+
+def known_certificates(session: Session, org_codes: Iterable[str | None],
+                       organisations: Iterable[str | None]) -> CertificateIndex:
+    """Our sign/enc certificates for any of these codes or names, in one query.
+
+    A row matches on its subject (serialNumber=code, O=name) or on the fields of the case it
+    was issued for; `CertificateIndex.for_case` then compares exactly (normalised codes, the
+    rules' same_company), so the query may find a little more than it keeps.
+    """
+    codes = _variants(org_codes, normalise_uscc)
+    orgs = _variants(organisations, normalise_company)
+    if not codes and not orgs:
+        return CertificateIndex()
+    issued_for = aliased(Case)
+    code_f = aliased(CaseField)
+    org_f = aliased(CaseField)
+    cert = IssuedCertificate
+    conds = [cert.subject.contains(f"serialNumber={c}", autoescape=True) for c in codes]
+    conds += [cert.subject.contains(f"O={o}", autoescape=True) for o in orgs]
+    if codes:
+        conds.append(code_f.value.in_(codes))
+    if orgs:
+        conds += [org_f.value.in_(orgs), issued_for.company.in_(orgs)]
+    rows = session.execute(
+        select(cert.case_ref, cert.serial, cert.kind, cert.der, cert.not_after, cert.revoked_at,
+               code_f.value, org_f.value, issued_for.company)
+        .outerjoin(issued_for, issued_for.ref == cert.case_ref)
+        .outerjoin(code_f, and_(code_f.case_id == issued_for.id, code_f.key == "org_code"))
+        .outerjoin(org_f, and_(org_f.case_id == issued_for.id, org_f.key == "applicant_org"))
+        .where(cert.kind.in_(PAIR_KINDS), or_(*conds))
+        .order_by(cert.id)).all()
+    index = CertificateIndex()
+    for ref, serial, kind, der, not_after, revoked_at, field_code, field_org, company in rows:
+        subject_org, subject_code = _subject_names(der)
+        index.entries.append(_Known(ref, KnownCertificate(
+            serial=serial, org_code=subject_code or field_code or "",
+            organisation=subject_org or field_org or company or "",
+            not_after=not_after, revoked=revoked_at is not None, kind=kind)))
+    return index
+
+
+def batch_certificates(session: Session, org_codes: Iterable[str | None] = (),
+                       organisations: Iterable[str | None] = (),
+                       case_refs: Iterable[str | None] = ()) -> CertificateIndex:
+    """`known_certificates` for a batch: these codes and names, and those of the recorded
+    cases `case_refs` (their org_code, applicant_org and company, read in one query): at
+    most two queries, whatever the batch's size."""
+    codes, orgs = list(org_codes), list(organisations)
+    refs = sorted({r.strip().upper() for r in case_refs if r and r.strip()})
+    if refs:
+        for company, key, value in session.execute(
+                select(Case.company, CaseField.key, CaseField.value)
+                .outerjoin(CaseField, and_(CaseField.case_id == Case.id,
+                                           CaseField.key.in_(("org_code", "applicant_org"))))
+                .where(Case.ref.in_(refs))):
+            orgs.append(company)
+            (codes if key == "org_code" else orgs).append(value)
+    return known_certificates(session, codes, orgs)
+
+
+def with_database(view: CaseView, certificates: CertificateIndex | list[KnownCertificate], *,
+                  ca_public_keys: Iterable[bytes] = (), overrides: Iterable[str] = (),
+                  exclude_ref: str | None = None) -> CaseView:
+    """Fill the view's database part (in place; returned for convenience)."""
+    if isinstance(certificates, CertificateIndex):
+        certificates = certificates.for_case(
+            view.form.get("org_code"), view.form.get("applicant_org")
+            or (view.subject_info.company if view.subject_info else None), exclude_ref,
+            kinds_for(view.kind))
+    view.database = True
+    view.known_certificates = list(certificates)
+    view.ca_public_keys = [bytes(k) for k in ca_public_keys]
+    view.overrides = set(overrides)
+    view.now = clock.now()
+    return view
+
+
+def case_view(session: Session, case: Case, *, facts: MessageFacts | None = None,
+              ca_public_keys: Iterable[bytes] = (),
+              certificates: CertificateIndex | None = None) -> CaseView:
+    """The whole case as the rules see it, database part filled.
+
+    `facts` (the message being recorded) lends what the database does not keep: the CSR
+    report and the DER of certificates attached for revocation. `certificates` is a lookup
+    made beforehand for a batch; without it the case's certificates are looked up here.
+    """
+    session.flush()
+    form = {f.key: f.value for f in case.fields}
+    mails = sorted((m for m in case.messages if m.kind != "bounce"), key=lambda m: m.id)
+    latest = mails[-1] if mails else None
+    files = session.execute(
+        select(Attachment.filename, Attachment.materials, Attachment.content_type,
+               Attachment.size)
+        .join(Message, Message.id == Attachment.message_row_id)
+        .where(Message.case_id == case.id).order_by(Attachment.id)).all()
+    subject = (latest.subject if latest is not None else None) or ""
+    if facts is not None:
+        base = view_from_facts(facts)
+        csr, certs, sender = base.csr, base.certificates, facts.from_addr
+    else:
+        csr, certs, sender = None, [], None
+    view = CaseView(
+        kind=case.kind, subject=subject, subject_info=ApplicationSubject.parse(subject),
+        from_addr=sender or (latest.from_addr if latest is not None else None),
+        reply_to=case.applicant_address, form=form,
+        attachments=[AttachmentView(name, tuple(materials or ("other",)), ctype or "",
+                                    int(size or 0))
+                     for name, materials, ctype, size in files],
+        csr=csr, certificates=certs,
+        text="\n".join(m.subject or "" for m in mails))
+    if certificates is None:
+        certificates = known_certificates(session, [form.get("org_code")],
+                                          [form.get("applicant_org"), case.company])
+    kinds = kinds_for(case.kind)
+    found = certificates.for_case(form.get("org_code"), form.get("applicant_org"), case.ref,
+                                  kinds)
+    if case.company and not form.get("applicant_org"):
+        found += [c for c in certificates.for_case(None, case.company, case.ref, kinds)
+                  if c not in found]
+    overridden = {f.code for f in case.findings if f.overridden_by is not None}
+    return with_database(view, found, ca_public_keys=ca_public_keys, overrides=overridden)
