@@ -56,15 +56,27 @@ def _cell(text: str) -> str:
     return f"<w:tc><w:p><w:r><w:t xml:space=\"preserve\">{text}</w:t></w:r></w:p></w:tc>"
 
 
+def _uscc(first17: str) -> str:
+    from mailbot.rules.validators import uscc_check_char
+
+    return first17 + uscc_check_char(first17)
+
+
+def _resident_id(first17: str) -> str:
+    from mailbot.rules.validators import resident_id_check_digit
+
+    return first17 + resident_id_check_digit(first17)
+
+
 def make_form_docx(company: str, code: str, n: int) -> bytes:
     """The 申请表 as a filled table (label cell, value cell), as applicants type it in Word."""
     rows = [
         ["申请类别", "☑新办 □注销"],
-        ["申请单位", company], ["机构代码", code], ["邮件地址", f"cert{n}@example{n}.cn"],
+        ["申请单位", company], ["机构代码", code], ["邮件地址", f"handler{n}@example{n}.cn"],
         ["法定代表人/主要负责人", f"张{n}", "联系电话", f"1385921{n:04d}"],
-        ["证件类型", "居民身份证", "证件号码", f"35020319800101{n:04d}"],
+        ["证件类型", "居民身份证", "证件号码", _resident_id(f"35020319800101{n % 1000:03d}")],
         ["经办人", f"李{n}", "联系电话", f"1395920{n:04d}"],
-        ["证件类型", "居民身份证", "证件号码", f"35020319900202{n:04d}"],
+        ["证件类型", "居民身份证", "证件号码", _resident_id(f"35020319900202{n % 1000:03d}")],
         ["服务类密码设备商用密码产品认证证书编号", f"GM0031{n:06d}"],
         ["通用名", company],
     ]
@@ -119,7 +131,9 @@ def make_application(n: int, csr: bytes, target_kb: int, big: int = 0) -> bytes:
     msg["Message-ID"] = f"<bench-{n}-{os.urandom(6).hex()}@example{n}.cn>"
     msg["Date"] = "Wed, 25 Nov 2026 09:00:00 +0800"
     msg.set_content(f"您好：\n附件为{company}服务类密码设备数字证书申请材料，请审核。\n经办人{n}\n")
-    form = make_form_docx(company, f"91350200MA{n:08d}", n)
+    # Valid codes, mobiles and the sender as the form's address, as most real applications
+    # are: the rules then find nothing to object to, and the case records what it normally would.
+    form = make_form_docx(company, _uscc(f"91350200MA{n:07d}"), n)
     # Four scans share what is left of the target (base64 adds a third).
     scan = max(1000, (target_kb * 1024 * 3 // 4 - len(form) - 3000) // 4)
     files = [
