@@ -37,3 +37,14 @@ def ref_in_message_id(message_id: str) -> str | None:
     """The case number carried by one of our Message-IDs, upper-cased; None for others."""
     m = OWN_MESSAGE_ID.search(message_id or "")
     return m.group(1).upper() if m else None
+
+
+def clean_message_id(value: object) -> str | None:
+    """A Message-ID header value as recorded: whitespace folded, the "<...>" part when there
+    is one (intake keeps it in the same form), at most 998 characters; None when empty."""
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    if "<" in text and ">" in text.split("<", 1)[1]:
+        text = "<" + text.split("<", 1)[1].split(">", 1)[0] + ">"
+    return text[:998] or None

@@ -35,6 +35,7 @@ from mailbot.intake.models import (
 )
 from mailbot.intake.moves import MoveFailures, move_processed
 from mailbot.mailbox.base import MailSource, MessageRef
+from mailbot.refs import clean_message_id
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def read_headers(raw: bytes) -> HeaderFacts:
         value = mime.first_header(fields, name)
         return mime.decode_header(value) if value is not None else None
 
-    mid = _clean_message_id(text("message-id"))
+    mid = clean_message_id(text("message-id"))
     subject = text("subject")
     from_addr = None
     try:
@@ -112,15 +113,6 @@ def _header_end(raw: bytes) -> int:
     """Where the header block ends: after the first empty line (LF or CRLF endings)."""
     m = _BLANK_LINE.search(raw, 0, MAX_HEADER_BYTES)
     return m.end() if m else min(len(raw), MAX_HEADER_BYTES)
-
-
-def _clean_message_id(value: object) -> str | None:
-    if value is None:
-        return None
-    text = " ".join(str(value).split())
-    if "<" in text and ">" in text.split("<", 1)[1]:
-        text = "<" + text.split("<", 1)[1].split(">", 1)[0] + ">"
-    return text[:998] or None
 
 
 def _batches(refs: Sequence[MessageRef], count: int, max_bytes: int) -> Iterable[list[MessageRef]]:

@@ -34,17 +34,6 @@ DELETED = "\\Deleted"
 DRAFT = "\\Draft"
 
 
-def clean_message_id(value: object) -> str | None:
-    """A Message-ID header value as recorded: whitespace folded, the "<...>" part when there
-    is one (intake keeps it in the same form), at most 998 characters; None when empty."""
-    if value is None:
-        return None
-    text = " ".join(str(value).split())
-    if "<" in text and ">" in text.split("<", 1)[1]:
-        text = "<" + text.split("<", 1)[1].split(">", 1)[0] + ">"
-    return text[:998] or None
-
-
 class MailboxError(Exception):
     """A mailbox operation failed for a reason other than a dropped connection (e.g. the
     server refused to create a folder, a full quota). The message is one readable line."""

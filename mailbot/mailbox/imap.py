@@ -34,9 +34,9 @@ from mailbot.mailbox.base import (
     ConnectionLost,
     MailboxError,
     MessageRef,
-    clean_message_id,
 )
 from mailbot.mailbox.url import MailboxURL, parse_mailbox_url
+from mailbot.refs import clean_message_id
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.mailbox.base import MailSource, clean_message_id
+from mailbot.mailbox.base import MailSource
 from mailbot.mailbox.imap import ImapSource, search_criteria
 from mailbot.mailbox.maildir import MaildirSource
+from mailbot.refs import clean_message_id
 from tests.support.dovecot import DovecotUser
 
 pytestmark = pytest.mark.timeout(60)
