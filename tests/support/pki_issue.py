@@ -17,13 +17,13 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gmssl.sm2 import CryptSM2
 from sqlalchemy.orm import Session
 
 from mailbot.pki import issue
 from mailbot.pki.approval import Approval, key_fingerprint
 from mailbot.pki.ca import CaState
 from mailbot.pki.errors import ApprovalRequired
+from tests.support import sm2_reference
 
 STD_ID = b"1234567812345678"
 N = 0xFFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123
@@ -92,7 +92,8 @@ def issue_csr_stubbed(session: Session, ca: CaState, ref: str, csr: bytes, *,
 
 
 def independent_verify(pub65: bytes, message: bytes, sig_der: bytes, uid: bytes = STD_ID) -> bool:
-    """SM2 verify from the standard: Z, e = SM3(Z||M), range checks, gmssl point arithmetic."""
+    """SM2 verify from the standard: Z, e = SM3(Z||M), range checks, the reference point
+    arithmetic of tests/support/sm2_reference.py (neither mailbot's code nor OpenSSL's)."""
     from asn1crypto import core
 
     class Sig(core.Sequence):
@@ -105,14 +106,12 @@ def independent_verify(pub65: bytes, message: bytes, sig_der: bytes, uid: bytes 
     entl = (len(uid) * 8).to_bytes(2, "big")
     z = hashlib.new("sm3", entl + uid + CURVE + pub65[1:]).digest()
     e = hashlib.new("sm3", z + message).digest()
-    gm = CryptSM2(private_key=None, public_key=pub65[1:].hex(), mode=1)
-    return bool(gm.verify(f"{r:064x}{s:064x}", e))
+    return sm2_reference.verify_digest(pub65, e, r, s)
 
 
 def gmssl_public_key(d: int) -> bytes:
-    """d*G computed by gmssl (not by mailbot), 04||X||Y."""
-    gm = CryptSM2(private_key=f"{d:064x}", public_key="", mode=1)
-    return b"\x04" + bytes.fromhex(gm._kg(d, gm.ecc_table["g"]))
+    """d*G computed independently of mailbot (the reference arithmetic), 04||X||Y."""
+    return sm2_reference.public_key(d)
 
 
 def write_config(folder: Path, **ca: object) -> Path:
