@@ -102,6 +102,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
          * bool(nm["count"])
          + [f"{m['source']}: moving fails since {m['move_failing_since']}: {m['move_error']}"
             for m in st["mailboxes"] if m["move_error"]], "(none / 无)"),
+        ("Staff marks in the mailbox that were refused / 邮箱中被拒绝的审核标记:",
+         [f"{r['ref']} ({r['state']}) {r['at']}: {r['reason']}"
+          for r in st.get("mailbox_refusals", [])], "(none / 无)"),
     ]
     for title, lines, empty in sections:
         print(title)

@@ -241,7 +241,8 @@ def test_a_configured_keyword_instead_of_the_flag(cfg, engine, dovecot_user) -> 
 
 
 # -- refusals ----------------------------------------------------------------------------------
-def test_refused_while_a_blocking_finding_is_open(cfg, engine, dovecot_user, caplog) -> None:
+def test_refused_while_a_blocking_finding_is_open(cfg, engine, dovecot_user, caplog,
+                                                  capsys, tmp_path) -> None:
     mid, ref = _application(cfg, engine, dovecot_user, "厦门缺件机械有限公司", approvable=False)
     assert _case(engine, mid).state == "incomplete"
     _flag(dovecot_user, "已处理", mid)
@@ -258,6 +259,13 @@ def test_refused_while_a_blocking_finding_is_open(cfg, engine, dovecot_user, cap
     st = collect_status(cfg)
     [open_refusal] = st["mailbox_refusals"]
     assert open_refusal["ref"] == ref and open_refusal["state"] == "incomplete"
+    from mailbot.cli import main
+    from tests.support.intake import write_config
+
+    capsys.readouterr()
+    assert main(["--config", str(write_config(tmp_path / "status.toml", cfg)), "status"]) == 0
+    text = capsys.readouterr().out
+    assert f"{ref} (incomplete)" in text.split("were refused")[1]  # the status text shows it
 
     # Staff fix it, clear the flag and set it again: a new mark, and it goes through.
     _make_approvable(engine, ref)
