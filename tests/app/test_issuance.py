@@ -8,7 +8,7 @@ tests/cases/test_approval.py has the refusals of the cases' check.
 from __future__ import annotations
 
 import pytest
-from asn1crypto import core, pem, x509
+from asn1crypto import pem, x509
 from sqlalchemy import select
 
 from mailbot.app.issuance import ISSUE_ACTION, issue_for_case
@@ -17,24 +17,11 @@ from mailbot.pki import issue
 from mailbot.pki.models import IssuedCertificate
 from mailbot.pki.signer import ApprovalRequired
 from tests.support.cases import approved_case
-from tests.support.pki_issue import gmssl_public_key, openssl
+from tests.support.pki_issue import assert_envelope_opens_with_openssl, openssl
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]  # session-scoped CA, applicant CSR
 
 CRL_URL = "http://xmport.example.cn/crl/ca.crl"
-
-
-class _SM2Cipher(core.Sequence):
-    _fields = [("x", core.Integer), ("y", core.Integer), ("hash", core.OctetString),
-               ("ciphertext", core.OctetString)]
-
-
-class _Envelope(core.Sequence):
-    """SM2EnvelopedKey (GM/T 0009), as tests/pki/test_envelope.py writes it down."""
-
-    _fields = [("sym_alg", core.Any), ("sym_encrypted_key", _SM2Cipher),
-               ("sm2_public_key", core.OctetBitString),
-               ("sm2_encrypted_private_key", core.OctetBitString)]
 
 
 @pytest.mark.timeout(120)
@@ -79,18 +66,7 @@ def test_envelope_opened_by_openssl_independently(session, ca_state, user_csr, t
     approved_case(session, "XM-2026-0101")
     pair = issue_for_case(session, ca_state, "XM-2026-0101", csr.read_bytes(),
                           company="Xiamen Test Trading")
-    env = _Envelope.load(pair.envelope, strict=True)
-    (tmp_path / "c.der").write_bytes(env["sym_encrypted_key"].dump())
-    sym = openssl("pkeyutl", "-decrypt", "-inkey", str(key), "-in", "c.der",
-                  cwd=tmp_path).stdout
-    assert len(sym) == 16
-    (tmp_path / "p.bin").write_bytes(env["sm2_encrypted_private_key"].native)
-    plain = openssl("enc", "-d", "-sm4-ecb", "-nopad", "-K", sym.hex(), "-in", "p.bin",
-                    cwd=tmp_path).stdout
-    d = int.from_bytes(plain, "big")
-    enc_cert = x509.Certificate.load(pair.enc_cert)
-    cert_pub = bytes(enc_cert.public_key["public_key"].contents)[1:]
-    assert gmssl_public_key(d) == env["sm2_public_key"].native == cert_pub
+    assert_envelope_opens_with_openssl(pair, key, tmp_path)
 
 
 def test_invalid_csr_refused(session, ca_state, tmp_path):

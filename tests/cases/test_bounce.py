@@ -10,7 +10,7 @@ from mailbot.cases.models import AuditEntry, Case, CaseNotice
 from mailbot.cases.store import CaseStore
 from mailbot.intake.analyse import analyse_message
 from mailbot.intake.facts import AttachmentFact, MessageFacts
-from mailbot.intake.models import Message
+from tests.support.cases import recorded_message
 from tests.support.mailbuilders import CRLF, bounce, multipart, plain, text_part
 
 OURS = "<XM-2026-0001.0a1b2c3d4e5f6789@xmport.example>"
@@ -18,18 +18,11 @@ ALL = ["application_form", "business_licence", "legal_rep_id", "handler_id",
        "crypto_product_cert", "csr"]
 
 
-def _message(session, n: int) -> Message:
-    m = Message(source="maildir:/x", source_key=f"k{n}", size=100, message_id=f"<m{n}@x>")
-    session.add(m)
-    session.flush()
-    return m
-
-
 def _open_case(session) -> Case:
     facts = MessageFacts(kind="new", company="厦门某某科技有限公司", from_addr="a@example.cn",
                          attachments=[AttachmentFact("all.pdf", "application/pdf", 10, ALL,
                                                      "0" * 64)])
-    case = CaseStore(session).record_facts(_message(session, 1), facts)
+    case = CaseStore(session).record_facts(recorded_message(session, 1), facts)
     session.commit()
     assert case is not None and case.state == "awaiting_confirmation"
     return case
@@ -81,7 +74,7 @@ def test_bounce_joins_its_case_without_changing_the_state(session, frozen_clock)
     case = _open_case(session)
     before = (case.state, case.state_changed_at)
     notices = session.scalars(select(CaseNotice)).all()
-    row = _message(session, 2)
+    row = recorded_message(session, 2)
     joined = CaseStore(session).record_facts(row, analyse_message(bounce(_our_reply())))
     session.commit()
     assert joined is case
@@ -101,7 +94,7 @@ def test_bounce_citing_ours_in_in_reply_to_joins(session, frozen_clock) -> None:
                 message_id="<ndr.1@example.cn>", in_reply_to=OURS)
     facts = analyse_message(raw)
     assert facts.kind == "bounce" and facts.case_ref == "XM-2026-0001"
-    row = _message(session, 2)
+    row = recorded_message(session, 2)
     assert CaseStore(session).record_facts(row, facts) is case
     session.commit()
     assert row.case_id == case.id and case.state == "awaiting_confirmation"
@@ -115,7 +108,7 @@ def test_bounce_of_an_unknown_case_or_no_case_joins_nothing(session, frozen_cloc
     for n, facts in enumerate([MessageFacts(kind="bounce"),
                                MessageFacts(kind="bounce", case_ref="XM-2026-0999"),
                                MessageFacts(kind="auto_reply", case_ref="XM-2026-0001")], 2):
-        assert store.record_facts(_message(session, n), facts) is None
+        assert store.record_facts(recorded_message(session, n), facts) is None
     session.commit()
     assert len(_audit(session, case)) == rows_before
     assert session.scalars(select(Case)).all() == [case]

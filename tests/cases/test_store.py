@@ -8,24 +8,13 @@ from mailbot.cases.audit import verify_chain
 from mailbot.cases.models import Case, CaseField
 from mailbot.cases.store import CaseStore
 from mailbot.findings import Finding
-from mailbot.intake.facts import AttachmentFact, MessageFacts
+from mailbot.intake.facts import MessageFacts
 from mailbot.intake.models import Message
 from tests.cases.forms import form
+from tests.support.cases import attachment, recorded_message
 
 ALL_BUT_CSR = ["application_form", "business_licence", "legal_rep_id", "handler_id",
                "crypto_product_cert"]
-
-
-def _message(session, n: int) -> Message:
-    m = Message(source="maildir:/x", source_key=f"k{n}", size=100, message_id=f"<m{n}@x>")
-    session.add(m)
-    session.flush()
-    return m
-
-
-def _att(name: str, *materials: str) -> AttachmentFact:
-    return AttachmentFact(filename=name, content_type="application/pdf", size=10,
-                          materials=list(materials), sha256="0" * 64)
 
 
 def test_refs_count_up_per_year(session, frozen_clock) -> None:
@@ -40,21 +29,21 @@ def test_application_without_csr_is_incomplete_then_reply_completes_it(session,
     store = CaseStore(session)
     first = MessageFacts(
         kind="new", company="厦门某某科技有限公司", from_addr="a@example.cn",
-        attachments=[_att("申请表.docx", "application_form"), _att("执照.pdf", "business_licence"),
-                     _att("法人及经办人身份证.pdf", "legal_rep_id", "handler_id"),
-                     _att("认证证书.pdf", "crypto_product_cert")],
+        attachments=[attachment("申请表.docx", "application_form"), attachment("执照.pdf", "business_licence"),
+                     attachment("法人及经办人身份证.pdf", "legal_rep_id", "handler_id"),
+                     attachment("认证证书.pdf", "crypto_product_cert")],
         form=form(email="a@example.cn"),
         findings=[Finding("missing_material", "missing", "csr missing", {"material": "csr"})])
-    case = store.record_facts(_message(session, 1), first)
+    case = store.record_facts(recorded_message(session, 1), first)
     session.commit()
     assert case is not None and case.ref == "XM-2026-0001" and case.state == "incomplete"
     assert store.missing_materials(case) == ["csr"]
     assert [f.code for f in case.findings if f.resolved_at is None] == ["missing_material"]
 
     reply = MessageFacts(kind="reply", case_ref="XM-2026-0001", from_addr="a@example.cn",
-                         attachments=[_att("server.csr", "csr")],
+                         attachments=[attachment("server.csr", "csr")],
                          form={"email": "other@example.cn"})
-    joined = store.record_facts(_message(session, 2), reply)
+    joined = store.record_facts(recorded_message(session, 2), reply)
     session.commit()
     assert joined is case and case.state == "awaiting_confirmation"
     assert store.missing_materials(case) == []
@@ -68,13 +57,13 @@ def test_application_without_csr_is_incomplete_then_reply_completes_it(session,
 
 def test_staff_typed_field_is_not_overwritten_by_a_later_form(session, frozen_clock) -> None:
     store = CaseStore(session)
-    facts = MessageFacts(kind="revoke", company="X", attachments=[_att("a.cer", "certificate")],
+    facts = MessageFacts(kind="revoke", company="X", attachments=[attachment("a.cer", "certificate")],
                          form={"org_code": "91350200MA0000000X"})
-    case = store.record_facts(_message(session, 1), facts)
+    case = store.record_facts(recorded_message(session, 1), facts)
     field = next(f for f in case.fields if f.key == "org_code")
     field.value, field.source = "91350200MA2Y00000A", "staff"
     session.commit()
-    store.record_facts(_message(session, 2), MessageFacts(
+    store.record_facts(recorded_message(session, 2), MessageFacts(
         kind="reply", case_ref=case.ref, form={"org_code": "wrong"}))
     session.commit()
     assert next(f for f in case.fields if f.key == "org_code").value == "91350200MA2Y00000A"
@@ -83,8 +72,8 @@ def test_staff_typed_field_is_not_overwritten_by_a_later_form(session, frozen_cl
 def test_kinds_that_open_no_case(session, frozen_clock) -> None:
     store = CaseStore(session)
     for n, kind in enumerate(("auto_reply", "bounce", "unrelated")):
-        assert store.record_facts(_message(session, n), MessageFacts(kind=kind)) is None
-    assert store.record_facts(_message(session, 9),
+        assert store.record_facts(recorded_message(session, n), MessageFacts(kind=kind)) is None
+    assert store.record_facts(recorded_message(session, 9),
                               MessageFacts(kind="reply", case_ref="XM-2026-0999")) is None
     session.commit()
     assert session.scalars(select(Case)).all() == []
@@ -96,13 +85,13 @@ def test_reject_finding_keeps_case_incomplete(session, frozen_clock) -> None:
     store = CaseStore(session)
     facts = MessageFacts(
         kind="new", company="X",
-        attachments=[_att("f", *ALL_BUT_CSR), _att("s.csr", "csr")], form=form(),
+        attachments=[attachment("f", *ALL_BUT_CSR), attachment("s.csr", "csr")], form=form(),
         findings=[Finding("csr_not_sm2", "reject", "RSA-2048 request")])
-    case = store.record_facts(_message(session, 1), facts)
+    case = store.record_facts(recorded_message(session, 1), facts)
     session.commit()
     assert case.state == "incomplete"
-    fixed = MessageFacts(kind="reply", case_ref=case.ref, attachments=[_att("n.csr", "csr")])
-    store.record_facts(_message(session, 2), fixed)
+    fixed = MessageFacts(kind="reply", case_ref=case.ref, attachments=[attachment("n.csr", "csr")])
+    store.record_facts(recorded_message(session, 2), fixed)
     session.commit()
     assert case.state == "awaiting_confirmation"
 
@@ -123,7 +112,7 @@ def test_a_batch_reads_counter_and_audit_head_once_per_transaction(session, engi
     event.listen(engine, "before_cursor_execute", count)
     try:
         for batch in range(2):
-            items = [(_message(session, 10 * batch + n),
+            items = [(recorded_message(session, 10 * batch + n),
                       MessageFacts(kind="new", company=f"厦门{n}"))
                      for n in range(5)]
             cases = CaseStore(session).record_many(items)

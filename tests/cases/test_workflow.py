@@ -13,10 +13,10 @@ from mailbot.cases.audit import verify_chain
 from mailbot.cases.models import CASE_STATES, AuditEntry, Case, CaseField, CaseFinding, CaseNotice
 from mailbot.cases.store import CaseStore
 from mailbot.cases.workflow import TRANSITIONS, Policy, TransitionRefused
-from mailbot.intake.facts import AttachmentFact, MessageFacts
-from mailbot.intake.models import Message
+from mailbot.intake.facts import MessageFacts
 from mailbot.pki import sm2
 from tests.cases.forms import form
+from tests.support.cases import attachment, recorded_message
 
 _PUB = sm2.public_key_of(sm2.generate_private_key())
 ALL = ["application_form", "business_licence", "legal_rep_id", "handler_id",
@@ -121,8 +121,8 @@ def test_approve_refused_while_a_blocking_finding_is_open(session, frozen_clock)
 
 
 def test_override_then_approve_with_checklist(session, frozen_clock) -> None:
-    case = CaseStore(session).record_facts(_message(session, 1), MessageFacts(
-        kind="new", attachments=[_att(f"{m}.pdf", m) for m in ALL], form=form()))
+    case = CaseStore(session).record_facts(recorded_message(session, 1), MessageFacts(
+        kind="new", attachments=[attachment(f"{m}.pdf", m) for m in ALL], form=form()))
     _blocking(case, "csr_duplicate_key")
     assert workflow.override(session, case, "csr_duplicate_key", by="张三",
                              reason="old key reused on purpose") is None
@@ -258,24 +258,12 @@ def test_incomplete_cases_expire(session, frozen_clock) -> None:
 
 
 # -- intake through the workflow ------------------------------------------------------------
-def _message(session, n: int) -> Message:
-    m = Message(source="maildir:/x", source_key=f"k{n}", size=100, message_id=f"<m{n}@x>")
-    session.add(m)
-    session.flush()
-    return m
-
-
-def _att(name: str, *materials: str) -> AttachmentFact:
-    return AttachmentFact(filename=name, content_type="application/pdf", size=10,
-                          materials=list(materials), sha256="0" * 64)
-
-
 def test_opening_and_replies_record_one_notice_per_message(session, frozen_clock) -> None:
     store = CaseStore(session)
-    m1 = _message(session, 1)
+    m1 = recorded_message(session, 1)
     case = store.record_facts(m1, MessageFacts(
         kind="new", company="厦门测试有限公司", form=form(),
-        attachments=[_att(f"{m}.pdf", m) for m in ALL[:-1]]))
+        attachments=[attachment(f"{m}.pdf", m) for m in ALL[:-1]]))
     session.commit()
     assert case.state == "incomplete" and case.state_changed_at == frozen_clock.current
     rows = _rows(session, case)
@@ -283,11 +271,11 @@ def test_opening_and_replies_record_one_notice_per_message(session, frozen_clock
     [n1] = session.scalars(select(CaseNotice).where(CaseNotice.case_id == case.id)).all()
     assert (n1.template, n1.message_row_id, n1.audit_hash) == ("incomplete", m1.id, rows[1].hash)
 
-    m2 = _message(session, 2)  # brings nothing new: still incomplete, answered again
+    m2 = recorded_message(session, 2)  # brings nothing new: still incomplete, answered again
     store.record_facts(m2, MessageFacts(kind="reply", case_ref=case.ref))
-    m3 = _message(session, 3)
+    m3 = recorded_message(session, 3)
     store.record_facts(m3, MessageFacts(kind="reply", case_ref=case.ref,
-                                        attachments=[_att("r.csr", "csr")]))
+                                        attachments=[attachment("r.csr", "csr")]))
     session.commit()
     assert case.state == "awaiting_confirmation"
     notices = session.scalars(select(CaseNotice).where(CaseNotice.case_id == case.id)
@@ -299,16 +287,16 @@ def test_opening_and_replies_record_one_notice_per_message(session, frozen_clock
 
 def test_overridden_missing_material_is_not_asked_for_again(session, frozen_clock) -> None:
     store = CaseStore(session)
-    case = store.record_facts(_message(session, 1), MessageFacts(
+    case = store.record_facts(recorded_message(session, 1), MessageFacts(
         kind="revoke", form=form(),
-        attachments=[_att("a.pdf", "application_form", "business_licence", "legal_rep_id",
+        attachments=[attachment("a.pdf", "application_form", "business_licence", "legal_rep_id",
                           "handler_id")]))
     session.commit()
     assert case.state == "incomplete"
     workflow.override(session, case, "missing_material", by="张三",
                       reason="certificate file lost; serial 1A issued by us to the same code")
     assert case.state == "awaiting_confirmation"
-    store.record_facts(_message(session, 2), MessageFacts(kind="reply", case_ref=case.ref))
+    store.record_facts(recorded_message(session, 2), MessageFacts(kind="reply", case_ref=case.ref))
     session.commit()
     assert case.state == "awaiting_confirmation"
     assert [f.code for f in workflow.blocking_findings(case)] == []
@@ -316,15 +304,15 @@ def test_overridden_missing_material_is_not_asked_for_again(session, frozen_cloc
 
 def test_edit_wins_over_later_forms_and_reassesses(session, frozen_clock) -> None:
     store = CaseStore(session)
-    case = store.record_facts(_message(session, 1), MessageFacts(
-        kind="new", attachments=[_att(f"{m}.pdf", m) for m in ALL],
+    case = store.record_facts(recorded_message(session, 1), MessageFacts(
+        kind="new", attachments=[attachment(f"{m}.pdf", m) for m in ALL],
         form={"org_code": "wrong"}))
     session.commit()
     assert case.state == "awaiting_confirmation"
     workflow.edit(session, case, {"org_code": "91350200MA2Y00000A", "applicant_org": "厦门新名"},
                   by="张三")
     assert case.company == "厦门新名"
-    store.record_facts(_message(session, 2), MessageFacts(
+    store.record_facts(recorded_message(session, 2), MessageFacts(
         kind="reply", case_ref=case.ref, form={"org_code": "again wrong"}))
     session.commit()
     fields = {f.key: (f.value, f.source, f.set_by) for f in session.scalars(select(CaseField))}

@@ -9,38 +9,24 @@ from __future__ import annotations
 import os
 
 import pytest
-from asn1crypto import core, x509
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailbot.pki import der, envelope, sm2
-from tests.support.pki_issue import gmssl_public_key, issue_csr_stubbed, openssl
+from tests.support.pki_issue import (
+    SM2EnvelopedKey,
+    assert_envelope_opens_with_openssl,
+    issue_csr_stubbed,
+)
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]
-
-
-class _Alg(core.Sequence):
-    _fields = [("algorithm", core.ObjectIdentifier), ("parameters", core.Any, {"optional": True})]
-
-
-class _SM2Cipher(core.Sequence):
-    _fields = [("x", core.Integer), ("y", core.Integer), ("hash", core.OctetString),
-               ("ciphertext", core.OctetString)]
-
-
-class _Envelope(core.Sequence):
-    """SM2EnvelopedKey written down here from GM/T 0009 (reference §4), independently."""
-
-    _fields = [("sym_alg", _Alg), ("sym_encrypted_key", _SM2Cipher),
-               ("sm2_public_key", core.OctetBitString),
-               ("sm2_encrypted_private_key", core.OctetBitString)]
 
 
 def test_round_trip_and_layout():
     sign_d, enc_d = sm2.generate_private_key(), sm2.generate_private_key()
     data = envelope.make_envelope(sm2.public_key_of(sign_d), enc_d)
     assert envelope.open_envelope(sign_d, data) == enc_d
-    env = _Envelope.load(data, strict=True)
+    env = SM2EnvelopedKey.load(data, strict=True)
     assert env["sym_alg"]["algorithm"].dotted == "1.2.156.10197.1.104.1"
     assert env["sym_alg"]["parameters"].dump() == b"\x05\x00"
     assert len(env["sm2_encrypted_private_key"].native) == 32  # d, 32 bytes, no padding
@@ -53,19 +39,7 @@ def test_opened_by_openssl_independently(session, ca_state, user_csr, tmp_path):
     key, csr = user_csr
     pair = issue_csr_stubbed(session, ca_state, "XM-2026-0101", csr.read_bytes(),
                              company="Xiamen Test Trading")
-    env = _Envelope.load(pair.envelope, strict=True)
-    (tmp_path / "c.der").write_bytes(env["sym_encrypted_key"].dump())
-    sym = openssl("pkeyutl", "-decrypt", "-inkey", str(key), "-in", "c.der",
-                  cwd=tmp_path).stdout
-    assert len(sym) == 16
-    (tmp_path / "p.bin").write_bytes(env["sm2_encrypted_private_key"].native)
-    plain = openssl("enc", "-d", "-sm4-ecb", "-nopad", "-K", sym.hex(), "-in", "p.bin",
-                    cwd=tmp_path).stdout
-    d = int.from_bytes(plain, "big")
-    # d*G by gmssl equals the envelope's key and the encryption certificate's key
-    enc_cert = x509.Certificate.load(pair.enc_cert)
-    cert_pub = bytes(enc_cert.public_key["public_key"].contents)[1:]
-    assert gmssl_public_key(d) == env["sm2_public_key"].native == cert_pub
+    assert_envelope_opens_with_openssl(pair, key, tmp_path)
 
 
 def test_wrong_key_says_it_does_not_fit():

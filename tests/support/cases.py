@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 from mailbot.cases.approval import CaseApprovalCheck, approval_for_case
 from mailbot.cases.audit import append_audit
 from mailbot.cases.models import Case
+from mailbot.intake.facts import AttachmentFact
+from mailbot.intake.models import Message
 from mailbot.pki import issue
 from mailbot.pki.ca import CaState
 
@@ -37,3 +39,17 @@ def issue_approved(session: Session, ca: CaState, ref: str, public_key: bytes,
     approval = approval_for_case(session, ref, public_key)
     return issue.issue_pair(session, ca, approval, CaseApprovalCheck(session), public_key,
                             subject, **kwargs)  # type: ignore[arg-type]
+
+
+def recorded_message(session: Session, n: int) -> Message:
+    """An archived message row (Maildir key k<n>), flushed, for the case store to record."""
+    m = Message(source="maildir:/x", source_key=f"k{n}", size=100, message_id=f"<m{n}@x>")
+    session.add(m)
+    session.flush()
+    return m
+
+
+def attachment(name: str, *materials: str) -> AttachmentFact:
+    """An attachment fact counting for `materials`."""
+    return AttachmentFact(filename=name, content_type="application/pdf", size=10,
+                          materials=list(materials), sha256="0" * 64)

@@ -17,6 +17,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+from asn1crypto import core
 from sqlalchemy.orm import Session
 
 from mailbot.pki import issue
@@ -124,3 +125,39 @@ def write_config(folder: Path, **ca: object) -> Path:
     path = folder / "mailbot.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def assert_envelope_opens_with_openssl(pair: object, key: Path, tmp_path: Path) -> None:
+    """The applicant's OpenSSL key opens `pair.envelope` with `pkeyutl -decrypt` +
+    `enc -sm4-ecb`, and d*G (computed independently) is the envelope's and env.cer's key."""
+    from asn1crypto import x509
+
+    env = SM2EnvelopedKey.load(pair.envelope, strict=True)  # type: ignore[attr-defined]
+    (tmp_path / "c.der").write_bytes(env["sym_encrypted_key"].dump())
+    sym = openssl("pkeyutl", "-decrypt", "-inkey", str(key), "-in", "c.der",
+                  cwd=tmp_path).stdout
+    assert len(sym) == 16
+    (tmp_path / "p.bin").write_bytes(env["sm2_encrypted_private_key"].native)
+    plain = openssl("enc", "-d", "-sm4-ecb", "-nopad", "-K", sym.hex(), "-in", "p.bin",
+                    cwd=tmp_path).stdout
+    d = int.from_bytes(plain, "big")
+    enc_cert = x509.Certificate.load(pair.enc_cert)  # type: ignore[attr-defined]
+    cert_pub = bytes(enc_cert.public_key["public_key"].contents)[1:]
+    assert gmssl_public_key(d) == env["sm2_public_key"].native == cert_pub
+
+
+class _Alg(core.Sequence):
+    _fields = [("algorithm", core.ObjectIdentifier), ("parameters", core.Any, {"optional": True})]
+
+
+class _SM2Cipher(core.Sequence):
+    _fields = [("x", core.Integer), ("y", core.Integer), ("hash", core.OctetString),
+               ("ciphertext", core.OctetString)]
+
+
+class SM2EnvelopedKey(core.Sequence):
+    """SM2EnvelopedKey written down here from GM/T 0009 (reference §4), independently."""
+
+    _fields = [("sym_alg", _Alg), ("sym_encrypted_key", _SM2Cipher),
+               ("sm2_public_key", core.OctetBitString),
+               ("sm2_encrypted_private_key", core.OctetBitString)]
