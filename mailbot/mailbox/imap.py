@@ -48,6 +48,8 @@ CLIENT_ID = {
     "vendor": "China E-Port Xiamen sub-centre",
 }
 
+CLOSE_TIMEOUT = 5.0  # seconds the LOGOUT on close may take
+
 # What a dropped or dead connection raises: socket errors and timeouts (OSError, ssl.SSLError)
 # and imaplib's abort (EOF, BYE, protocol desync).
 DROP_ERRORS: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.abort, EOFError)
@@ -136,6 +138,8 @@ class ImapSource:
         if client is None:
             return
         try:
+            # A polite LOGOUT, but never a long wait for it: we are leaving either way.
+            client.socket().settimeout(min(self.timeout, CLOSE_TIMEOUT))
             client.logout()
         except Exception:  # noqa: BLE001 - closing a dead connection must not fail
             try:
@@ -645,15 +649,15 @@ class ImapSource:
             if remaining <= 0:
                 return False
             # Renew IDLE in time: servers drop idle clients (RFC 2177: 29 min; providers ~10).
-            client.idle()
             try:
+                client.idle()
                 responses = client.idle_check(timeout=min(remaining, self.idle_renew_seconds))
+                _text_done, more = client.idle_done()
             except BaseException:
-                # Interrupted (Ctrl-C, a stop request) or dropped mid-IDLE: the connection is
-                # in an unknown state, so drop it rather than wait for DONE to be answered.
+                # Interrupted (Ctrl-C, a stop request) or dropped in or around IDLE: the
+                # connection is in an unknown state, so drop it rather than wait for answers.
                 self._discard()
                 raise
-            _text_done, more = client.idle_done()
             self._failures = 0
             if _changes(responses) or _changes(more):
                 return True

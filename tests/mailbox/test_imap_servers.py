@@ -260,6 +260,30 @@ def test_ctrl_c_during_idle_ends_the_wait_within_a_second(dovecot_user: DovecotU
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_interrupt_just_after_idle_was_sent_drops_the_connection(
+        dovecot_user: DovecotUser, slept: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop request that lands between sending IDLE and reading its answer leaves the
+    connection mid-IDLE: it is dropped, so closing never sends LOGOUT into an IDLE that the
+    server would not answer (the daemon then waited a whole socket timeout to stop)."""
+    from imapclient import IMAPClient
+
+    real_idle = IMAPClient.idle
+
+    def idle_then_interrupted(self: IMAPClient) -> None:
+        real_idle(self)
+        raise KeyboardInterrupt
+
+    with ImapSource(dovecot_user.url, sleep=slept) as src:
+        src.list_messages()
+        monkeypatch.setattr(IMAPClient, "idle", idle_then_interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            src.wait_for_changes(timeout=30)
+        assert src._client is None  # dropped, not left in IDLE for close() to log out of
+        monkeypatch.setattr(IMAPClient, "idle", real_idle)
+        dovecot_user.append(make_mail(body="after"))
+        assert len(src.list_messages()) == 1
+
+
 # -- the declared capabilities ----------------------------------------------------------------
 def test_capabilities_and_fetch_range(dovecot_user: DovecotUser, slept: Recorder) -> None:
     raw = make_mail(body="big", size=100_000)
