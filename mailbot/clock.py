@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 _now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+
+
+# Asia/Shanghai: UTC+8 all year (China keeps no summer time), so no tz database is needed.
+SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
+
+
+def local(moment: datetime) -> datetime:
+    """A moment in Beijing time (naive values are UTC, as the database keeps them)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(SHANGHAI)
 
 
 def now() -> datetime:

@@ -7,6 +7,7 @@ from sqlalchemy import engine_from_config, pool
 
 import mailbot.cases.models  # noqa: F401  (registers the tables)
 import mailbot.intake.models  # noqa: F401
+import mailbot.outbox.models  # noqa: F401
 from mailbot.db import Base
 
 try:
