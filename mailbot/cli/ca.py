@@ -137,24 +137,42 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_envelope_open(args: argparse.Namespace) -> int:
+    out_path = Path(args.out)
+    if os.path.lexists(out_path):  # early and friendly; O_EXCL below is the real guard
+        raise OperationFailed(f"{out_path} exists; not overwriting a key file",
+                              zh="文件已存在, 不覆盖密钥文件")
     passphrase = os.environ.get(args.passphrase_env, "").encode() or None
     with _refused():
         sign_d = load_private_key(Path(args.key).read_bytes(), passphrase)
-        enc_d = envelope.open_envelope(sign_d, _envelope_bytes(Path(args.file).read_bytes()))
+        cert = Path(args.cert).read_bytes() if args.cert else None
+        enc_d = envelope.open_envelope(sign_d, _envelope_bytes(Path(args.file).read_bytes()),
+                                       certificate=cert)
     out = private_key_pem(enc_d, fmt=args.format)
-    del enc_d
-    if args.out:
-        p = Path(args.out)
-        if p.exists():
-            raise OperationFailed(f"{p} exists; not overwriting a key file",
-                                  zh="文件已存在, 不覆盖密钥文件")
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(out)
-        print(f"encryption private key written to {p} (mode 0600)", file=sys.stderr)
-    else:
-        sys.stdout.buffer.write(out)
+    del enc_d, sign_d
+    _write_new_key_file(out_path, out)
+    checked = " and matches the certificate" if args.cert else ""
+    # stderr, and never the key: stdout and logs stay free of key material
+    print(f"encryption private key{checked} written to {out_path} (mode 0600)",
+          file=sys.stderr)
     return 0
+
+
+def _write_new_key_file(path: Path, data: bytes) -> None:
+    """Create path with mode 0600 and write data; never overwrite, never leave half a key."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise OperationFailed(f"{path} exists; not overwriting a key file",
+                              zh="文件已存在, 不覆盖密钥文件") from None
+    except OSError as exc:
+        raise OperationFailed(f"cannot create {path}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        path.unlink(missing_ok=True)  # we created it: no truncated key file stays behind
+        raise OperationFailed(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _envelope_bytes(data: bytes) -> bytes:
@@ -208,7 +226,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the applicant's SIGNING private key (PKCS#8 or SEC1 PEM)")
     p.add_argument("--passphrase-env", default="MAILBOT_KEY_PASSPHRASE", metavar="VAR",
                    help="environment variable holding the key passphrase, if encrypted")
-    p.add_argument("--out", metavar="FILE", help="write the key here (mode 0600), not stdout")
+    p.add_argument("--cert", metavar="env.cer",
+                   help="the encryption certificate (DER or PEM): refuse unless the opened key "
+                        "is its key")
+    # the key goes only to a new file: never the terminal, never over an existing file
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="write the key to this new file (mode 0600; never overwritten)")
     p.add_argument("--format", choices=["pkcs8", "sec1"], default="pkcs8")
-    p.add_argument("file", metavar="FILE", help="the envprivatekey attachment")
+    p.add_argument("file", metavar="ENVELOPE", help="the envprivatekey attachment")
     p.set_defaults(func=_cmd_envelope_open)

@@ -8,6 +8,7 @@
 
 Layout as emmansun/gmsm writes it (reference §4). The reader also takes a 64-byte private-key
 field (d right-aligned, SDF/SKF style: the last 32 bytes) and a bare 1.2.156.10197.1.104 OID.
+The SM2 encryption and SM4-ECB run in OpenSSL's libcrypto (mailbot.pki.sm2), never in Python.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from asn1crypto import pem, x509
+
 from mailbot.pki import der, sm2
 from mailbot.pki.errors import PkiError
 
 SM4_ECB = "1.2.156.10197.1.104.1"
 SM4_BARE = "1.2.156.10197.1.104"
+EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+SM2_CURVE = "1.2.156.10197.1.301"
 
 
 class EnvelopeError(PkiError, ValueError):
@@ -82,22 +87,60 @@ def parse_envelope(data: bytes) -> EnvelopeParts:
     return EnvelopeParts(oid, cipher.raw, public_key, enc_priv)
 
 
-def open_envelope(sign_d: int, data: bytes) -> int:
-    """The encryption private key d, checked against the envelope's public key."""
+def certificate_public_key(cert: bytes) -> bytes:
+    """The SM2 public key 04||X||Y of a certificate file (DER or PEM), e.g. env.cer."""
+    data = bytes(cert)
+    try:
+        if pem.detect(data):
+            data = pem.unarmor(data)[2]
+        spki = x509.Certificate.load(data, strict=True).public_key
+        alg = spki["algorithm"]["algorithm"].dotted
+        params = spki["algorithm"]["parameters"]
+        curve = params.chosen.dotted if alg == EC_PUBLIC_KEY and params.name == "named" else None
+        point = bytes(spki["public_key"].contents)[1:]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise EnvelopeError(f"not a certificate: {exc}") from None
+    # id-ecPublicKey + sm2 is the norm; the bare sm2 OID and explicit parameters are seen too
+    if alg not in (EC_PUBLIC_KEY, SM2_CURVE) or curve not in (None, SM2_CURVE):
+        raise EnvelopeError("the certificate does not hold an SM2 public key")
+    try:
+        sm2.check_public_key(point)
+    except sm2.SM2Error as exc:
+        raise EnvelopeError(f"the certificate's public key: {exc}") from None
+    return point
+
+
+def open_envelope(sign_d: int, data: bytes, *, certificate: bytes | None = None) -> int:
+    """The encryption private key d, checked against the envelope's public key.
+
+    With `certificate` (env.cer, DER or PEM) d must also be the key of that certificate, so a
+    key is never taken from an envelope that does not belong to the pair it came with.
+    """
+    cert_pub = certificate_public_key(certificate) if certificate is not None else None
     parts = parse_envelope(data)
     try:
         sym_key = sm2.decrypt(sign_d, parts.sym_encrypted_key)
+    except sm2.SM2Unavailable as exc:
+        raise EnvelopeError(str(exc)) from None  # libcrypto unusable: say so, not "wrong key"
     except sm2.SM2Error as exc:
         raise EnvelopeError("this signing key does not fit the envelope (it was made for "
                             f"another key, or it is corrupted): {exc}") from None
     if len(sym_key) != 16:
         raise EnvelopeError(f"the wrapped SM4 key is {len(sym_key)} bytes, expected 16")
-    plain = sm2.sm4_ecb_decrypt(sym_key, parts.encrypted_private_key)
+    try:
+        plain = sm2.sm4_ecb_decrypt(sym_key, parts.encrypted_private_key)
+    except sm2.SM2Error as exc:
+        raise EnvelopeError(str(exc)) from None
     if len(plain) == 64 and any(plain[:32]):
         raise EnvelopeError("the 64-byte private key field does not hold a right-aligned key")
     d = int.from_bytes(plain[-32:], "big")
     if not 1 <= d <= sm2.N - 2:
         raise EnvelopeError("the decrypted private key is out of range")
-    if not hmac.compare_digest(sm2.public_key_of(d), parts.public_key):
+    pub = sm2.public_key_of(d)
+    if not hmac.compare_digest(pub, parts.public_key):
         raise EnvelopeError("the decrypted private key does not match the envelope's public key")
+    if cert_pub is not None and not hmac.compare_digest(pub, cert_pub):
+        raise EnvelopeError("the opened key is not the key of the given certificate: that "
+                            "certificate is not the encryption certificate (env.cer) of this "
+                            "envelope's pair")
     return d

@@ -8,7 +8,12 @@ Backends for the scalar work of sign/verify, in order of preference:
   "gmssl-pyx" - GmSSL in C (correct, but prints trace lines to stderr on every failed verify);
   "python"    - pure-Python Jacobian arithmetic in this module (fallback).
 MAILBOT_SM2_BACKEND forces one. SM3 comes from hashlib (OpenSSL) when it offers "sm3", else
-from the `gmssl` package. SM2 encryption is done here (envelopes only) so C3 is always checked.
+from the `gmssl` package.
+SM2 encryption / decryption and SM4-ECB (the envelope, GM/T 0009) always go through libcrypto's
+EVP (EVP_PKEY_encrypt/decrypt with an SM2 key, EVP sm4-ecb): constant-time scalar code for k and
+d, C3 checked by OpenSSL with CRYPTO_memcmp, the ciphertext strictly decoded here first. There
+is no fallback: without an SM2-capable libcrypto they raise SM2Unavailable. The pure-Python
+`reference_encrypt` / `reference_decrypt` stay only for tests and bench/envelope.py.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ _CURVE_BYTES = b"".join(v.to_bytes(32, "big") for v in (A, B, GX, GY))
 
 class SM2Error(PkiError, ValueError):
     """Malformed or unusable SM2 input (key, signature, ciphertext)."""
+
+
+class SM2Unavailable(SM2Error):
+    """This libcrypto cannot do SM2 encryption or SM4 (missing, too old, built without)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,33 +557,6 @@ def verify(pub: bytes, message: bytes, signature_der: bytes, uid: bytes = DEFAUL
 # ---------------------------------------------------------------------------------------------
 # Encryption (GB/T 32918.4, C1C3C2 semantics, GM/T 0009 SM2Cipher DER)
 
-def _kdf(z: bytes, klen: int) -> bytes:
-    out = bytearray()
-    ct = 1
-    while len(out) < klen:
-        out += sm3(z + ct.to_bytes(4, "big"))
-        ct += 1
-    return bytes(out[:klen])
-
-
-def encrypt(pub: bytes, plaintext: bytes) -> bytes:
-    """SM2-encrypt to pub; returns SM2Cipher DER SEQUENCE { x1, y1, C3 OCTET STRING, C2 }."""
-    xb, yb = _point(pub)
-    if not plaintext:
-        raise SM2Error("SM2 encryption of an empty message")
-    while True:
-        k = secrets.randbelow(N - 1) + 1
-        x1, y1 = _to_affine(_mul_g(k))  # type: ignore[misc]
-        x2, y2 = _to_affine(_mul(k, xb, yb))  # type: ignore[misc]
-        x2b, y2b = x2.to_bytes(32, "big"), y2.to_bytes(32, "big")
-        t = _kdf(x2b + y2b, len(plaintext))
-        if any(t):
-            break
-    c2 = bytes(a ^ b for a, b in zip(plaintext, t, strict=True))
-    c3 = sm3(x2b + bytes(plaintext) + y2b)
-    return tlv(0x30, _der_int(x1) + _der_int(y1) + tlv(0x04, c3) + tlv(0x04, c2))
-
-
 def decode_cipher(der: bytes) -> tuple[int, int, bytes, bytes]:
     """Strict DER decode of SM2Cipher -> (x1, y1, C3, C2); raises SM2Error."""
     der = bytes(der)
@@ -592,18 +574,271 @@ def decode_cipher(der: bytes) -> tuple[int, int, bytes, bytes]:
     return x1, y1, der[c3s:c3e], der[c2s:c2e]
 
 
-def decrypt(d: int, sm2cipher_der: bytes) -> bytes:
-    """Decrypt SM2Cipher DER with private key d; C3 is checked.
-
-    Raises SM2Error("... key does not fit ...") when the hash does not match, which is what a
-    wrong key (or a corrupted ciphertext) gives.
-    """
-    _check_private_key(d)
-    x1, y1, c3, c2 = decode_cipher(sm2cipher_der)
+def _check_cipher(sm2cipher_der: bytes) -> bytes:
+    """The checks every decrypt makes before any backend sees the ciphertext."""
+    x1, y1, _c3, c2 = decode_cipher(sm2cipher_der)
     if not _on_curve(x1, y1):
         raise SM2Error("SM2Cipher C1 is not a point on the SM2 curve")
     if not c2:
         raise SM2Error("SM2Cipher has an empty CipherText")
+    return c2
+
+
+_NO_FIT = ("SM2 decryption failed: C3 hash mismatch - the private key does not fit this "
+           "ciphertext (or the ciphertext is corrupted)")
+
+# DER wrappers that hand raw SM2 keys to libcrypto's decoders (reference 1.3; SEC1 ECPrivateKey
+# with the named curve sm2, no public key: libcrypto derives it)
+_SPKI_HEAD = bytes.fromhex("3059301306072A8648CE3D020106082A811CCF5501822D034200")
+_SEC1_HEAD = bytes.fromhex("30310201010420")
+_SEC1_TAIL = bytes.fromhex("A00A06082A811CCF5501822D")
+
+
+class _Evp:
+    """libcrypto's EVP for SM2 encryption and SM4-ECB via ctypes (tested on OpenSSL 3.0;
+    1.1.1 through its SM2 alias type, untested here).
+
+    Keys are rebuilt per call from DER (no cached key objects holding secrets). Errors stay on
+    OpenSSL's error queue and are cleared after every call; nothing is printed.
+    """
+
+    EVP_PKEY_EC = 408
+    EVP_PKEY_SM2 = 1172
+
+    def __init__(self) -> None:
+        import ctypes
+        import ctypes.util
+
+        path = ctypes.util.find_library("crypto")
+        if not path:
+            raise OSError("libcrypto not found")
+        lib = ctypes.CDLL(path)
+        vp, ci, cp, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t
+        pcp, psz, pci = ctypes.POINTER(cp), ctypes.POINTER(sz), ctypes.POINTER(ci)
+        for name, res, args in (
+            ("d2i_PUBKEY", vp, [vp, pcp, ctypes.c_long]),
+            ("d2i_PrivateKey", vp, [ci, vp, pcp, ctypes.c_long]),
+            ("EVP_PKEY_free", None, [vp]),
+            ("EVP_PKEY_CTX_new", vp, [vp, vp]), ("EVP_PKEY_CTX_free", None, [vp]),
+            ("EVP_PKEY_encrypt_init", ci, [vp]), ("EVP_PKEY_encrypt", ci, [vp, vp, psz, cp, sz]),
+            ("EVP_PKEY_decrypt_init", ci, [vp]), ("EVP_PKEY_decrypt", ci, [vp, vp, psz, cp, sz]),
+            ("EVP_sm4_ecb", vp, []),
+            ("EVP_CIPHER_CTX_new", vp, []), ("EVP_CIPHER_CTX_free", None, [vp]),
+            ("EVP_CipherInit_ex", ci, [vp, vp, vp, cp, cp, ci]),
+            ("EVP_CIPHER_CTX_set_padding", ci, [vp, ci]),
+            ("EVP_CipherUpdate", ci, [vp, vp, pci, cp, ci]),
+            ("EVP_CipherFinal_ex", ci, [vp, vp, pci]),
+            ("ERR_clear_error", None, []),
+        ):
+            fn = getattr(lib, name)
+            fn.restype, fn.argtypes = res, args
+        # OpenSSL 1.1.1 decodes SM2-curve keys as plain EC and needs the alias (gone in 3.0)
+        self.alias = getattr(lib, "EVP_PKEY_set_alias_type", None)
+        if self.alias is not None:
+            self.alias.restype, self.alias.argtypes = ci, [vp, ci]
+        self.lib = lib
+        self.ctypes = ctypes
+        self.sm4 = lib.EVP_sm4_ecb()
+        if not self.sm4:
+            raise OSError("libcrypto has no SM4-ECB")
+        # d = 1 (public key G): proves SM2 EVP encryption works before anyone relies on it
+        g = b"\x04" + GX.to_bytes(32, "big") + GY.to_bytes(32, "big")
+        if self.decrypt(1, self.encrypt(g, b"self-test")) != b"self-test":
+            raise OSError("libcrypto SM2 encryption self-test failed")
+
+    def _with_alias(self, pkey: int | None) -> int | None:
+        if pkey and self.alias is not None and self.alias(pkey, self.EVP_PKEY_SM2) != 1:
+            self.lib.EVP_PKEY_free(pkey)
+            return None
+        return pkey
+
+    def _public(self, pub: bytes) -> int | None:
+        der = _SPKI_HEAD + bytes(pub)
+        ptr = self.ctypes.c_char_p(der)
+        return self._with_alias(self.lib.d2i_PUBKEY(None, self.ctypes.byref(ptr), len(der)))
+
+    def _private(self, d: int) -> int | None:
+        ctypes = self.ctypes
+        size = len(_SEC1_HEAD) + 32 + len(_SEC1_TAIL)
+        buf = ctypes.create_string_buffer(size)
+        try:
+            # the DER lives in a C buffer we wipe; d's own Python copies cannot be wiped
+            ctypes.memmove(buf, _SEC1_HEAD, len(_SEC1_HEAD))
+            ctypes.memmove(ctypes.byref(buf, len(_SEC1_HEAD)), d.to_bytes(32, "big"), 32)
+            ctypes.memmove(ctypes.byref(buf, len(_SEC1_HEAD) + 32), _SEC1_TAIL, len(_SEC1_TAIL))
+            ptr = ctypes.cast(buf, ctypes.c_char_p)
+            pkey = self.lib.d2i_PrivateKey(self.EVP_PKEY_EC, None, ctypes.byref(ptr), size)
+        finally:
+            ctypes.memset(buf, 0, size)
+        return self._with_alias(pkey)
+
+    def _run(self, pkey: int | None, encrypting: bool, data: bytes) -> bytes | None:
+        """EVP_PKEY_encrypt/decrypt of data with pkey (freed here); None when refused."""
+        ctypes, lib = self.ctypes, self.lib
+        init, op = ((lib.EVP_PKEY_encrypt_init, lib.EVP_PKEY_encrypt) if encrypting
+                    else (lib.EVP_PKEY_decrypt_init, lib.EVP_PKEY_decrypt))
+        ctx = lib.EVP_PKEY_CTX_new(pkey, None) if pkey else None
+        out = None
+        try:
+            n = ctypes.c_size_t(0)
+            if not ctx or init(ctx) != 1 or op(ctx, None, ctypes.byref(n), data, len(data)) != 1:
+                return None
+            out = ctypes.create_string_buffer(n.value)
+            if op(ctx, out, ctypes.byref(n), data, len(data)) != 1:
+                return None
+            return out.raw[:n.value]
+        finally:
+            if out is not None:
+                ctypes.memset(out, 0, len(out))  # a decrypted SM4 key passes through here
+            if ctx:
+                lib.EVP_PKEY_CTX_free(ctx)
+            if pkey:
+                lib.EVP_PKEY_free(pkey)
+            lib.ERR_clear_error()
+
+    def encrypt(self, pub: bytes, plaintext: bytes) -> bytes:
+        pkey = self._public(pub)
+        if not pkey:
+            self.lib.ERR_clear_error()
+            raise SM2Error("libcrypto cannot load this SM2 public key")
+        ct = self._run(pkey, True, plaintext)
+        if ct is None:
+            raise SM2Error("libcrypto refused the SM2 encryption")
+        return ct
+
+    def decrypt(self, d: int, sm2cipher_der: bytes) -> bytes | None:
+        pkey = self._private(d)
+        if not pkey:
+            self.lib.ERR_clear_error()
+            raise SM2Error("libcrypto cannot load this SM2 private key")
+        return self._run(pkey, False, sm2cipher_der)
+
+    def sm4_ecb(self, key: bytes, data: bytes, encrypting: bool) -> bytes:
+        ctypes, lib = self.ctypes, self.lib
+        ctx = lib.EVP_CIPHER_CTX_new()
+        out = ctypes.create_string_buffer(len(data) + 16)
+        n, fin = ctypes.c_int(0), ctypes.c_int(0)
+        try:
+            if (not ctx
+                    or lib.EVP_CipherInit_ex(ctx, self.sm4, None, key, None, int(encrypting)) != 1
+                    or lib.EVP_CIPHER_CTX_set_padding(ctx, 0) != 1
+                    or lib.EVP_CipherUpdate(ctx, out, ctypes.byref(n), data, len(data)) != 1
+                    or lib.EVP_CipherFinal_ex(ctx, ctypes.byref(out, n.value),
+                                              ctypes.byref(fin)) != 1):
+                raise SM2Error("libcrypto SM4-ECB failed")
+            return out.raw[:n.value + fin.value]
+        finally:
+            ctypes.memset(out, 0, len(out))  # a decrypted private key passes through here
+            if ctx:
+                lib.EVP_CIPHER_CTX_free(ctx)  # also wipes the key schedule
+            lib.ERR_clear_error()
+
+
+_EVP: _Evp | None = None
+_EVP_ERROR = ""
+
+
+def _evp() -> _Evp:
+    """The libcrypto EVP binding, made on first use; SM2Unavailable if it lacks SM2 or SM4."""
+    global _EVP, _EVP_ERROR
+    if _EVP is None and not _EVP_ERROR:
+        try:
+            _EVP = _Evp()
+        except (OSError, AttributeError, SM2Error) as exc:  # AttributeError: symbol missing
+            _EVP_ERROR = (f"SM2 encryption needs OpenSSL's libcrypto 1.1.1 or later with SM2 and "
+                          f"SM4 ({_openssl_version()}): {exc}")
+    if _EVP is None:
+        raise SM2Unavailable(_EVP_ERROR)
+    return _EVP
+
+
+def _openssl_version() -> str:
+    """The loaded libcrypto's version line, for the error that says it cannot encrypt."""
+    import ctypes
+    import ctypes.util
+
+    path = ctypes.util.find_library("crypto")
+    if not path:
+        return "no libcrypto found"
+    try:
+        lib = ctypes.CDLL(path)
+        fn = getattr(lib, "OpenSSL_version", None) or lib.SSLeay_version  # < 1.1.0: SSLeay_*
+    except (OSError, AttributeError):
+        return f"{path}, version unknown"
+    fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_int]
+    return f"{path}: {fn(0).decode(errors='replace')}"
+
+
+def encryption_backend() -> str:
+    """Where SM2 encryption and SM4 run ("openssl"); SM2Unavailable when libcrypto cannot."""
+    _evp()
+    return "openssl"
+
+
+def encrypt(pub: bytes, plaintext: bytes) -> bytes:
+    """SM2-encrypt to pub with libcrypto; SM2Cipher DER SEQUENCE { x1, y1, C3 OCTET STRING, C2 }.
+
+    The output is decoded strictly here before it is returned, so the envelope always carries
+    the GM/T 0009 form its readers expect.
+    """
+    check_public_key(pub)
+    if not plaintext:
+        raise SM2Error("SM2 encryption of an empty message")
+    ct = _evp().encrypt(bytes(pub), bytes(plaintext))
+    if len(decode_cipher(ct)[3]) != len(plaintext):
+        raise SM2Error("libcrypto wrote an SM2Cipher of the wrong length")
+    return ct
+
+
+def decrypt(d: int, sm2cipher_der: bytes) -> bytes:
+    """Decrypt SM2Cipher DER with private key d through libcrypto; C3 is checked.
+
+    Raises SM2Error("... key does not fit ...") when libcrypto refuses (C3 mismatch), which is
+    what a wrong key (or a corrupted ciphertext) gives.
+    """
+    _check_private_key(d)
+    der = bytes(sm2cipher_der)
+    c2 = _check_cipher(der)
+    m = _evp().decrypt(d, der)
+    if m is None or len(m) != len(c2):
+        raise SM2Error(_NO_FIT)
+    return m
+
+
+# Pure-Python reference (variable-time): tests and bench/envelope.py compare against it only.
+
+def _kdf(z: bytes, klen: int) -> bytes:
+    out = bytearray()
+    ct = 1
+    while len(out) < klen:
+        out += sm3(z + ct.to_bytes(4, "big"))
+        ct += 1
+    return bytes(out[:klen])
+
+
+def reference_encrypt(pub: bytes, plaintext: bytes) -> bytes:
+    """Pure-Python SM2 encryption from GB/T 32918.4 (reference only, never used by mailbot)."""
+    xb, yb = _point(pub)
+    if not plaintext:
+        raise SM2Error("SM2 encryption of an empty message")
+    while True:
+        k = secrets.randbelow(N - 1) + 1
+        x1, y1 = _to_affine(_mul_g(k))  # type: ignore[misc]
+        x2, y2 = _to_affine(_mul(k, xb, yb))  # type: ignore[misc]
+        x2b, y2b = x2.to_bytes(32, "big"), y2.to_bytes(32, "big")
+        t = _kdf(x2b + y2b, len(plaintext))
+        if any(t):
+            break
+    c2 = bytes(a ^ b for a, b in zip(plaintext, t, strict=True))
+    c3 = sm3(x2b + bytes(plaintext) + y2b)
+    return tlv(0x30, _der_int(x1) + _der_int(y1) + tlv(0x04, c3) + tlv(0x04, c2))
+
+
+def reference_decrypt(d: int, sm2cipher_der: bytes) -> bytes:
+    """Pure-Python SM2 decryption (reference only, never used by mailbot); C3 is checked."""
+    _check_private_key(d)
+    c2 = _check_cipher(sm2cipher_der)
+    x1, y1, c3, _c2 = decode_cipher(sm2cipher_der)
     aff = _to_affine(_mul(d, x1, y1))
     if aff is None:
         raise SM2Error("SM2Cipher C1 gives the point at infinity")
@@ -613,32 +848,26 @@ def decrypt(d: int, sm2cipher_der: bytes) -> bytes:
         raise SM2Error("SM2 decryption failed: KDF output is all zero")
     m = bytes(a ^ b for a, b in zip(c2, t, strict=True))
     if not hmac.compare_digest(sm3(x2b + m + y2b), c3):
-        raise SM2Error("SM2 decryption failed: C3 hash mismatch - the private key does not fit "
-                       "this ciphertext (or the ciphertext is corrupted)")
+        raise SM2Error(_NO_FIT)
     return m
 
 
 # ---------------------------------------------------------------------------------------------
-# SM4-ECB without padding (envelopes)
+# SM4-ECB without padding (envelopes), libcrypto's EVP sm4-ecb
 
-def _sm4(key: bytes, data: bytes, decrypting: bool) -> bytes:
-    from gmssl import sm4 as _gm_sm4
-
+def _sm4(key: bytes, data: bytes, encrypting: bool) -> bytes:
     if len(key) != 16:
         raise SM2Error("SM4 key must be 16 bytes")
     if len(data) % 16:
         raise SM2Error("SM4-ECB without padding needs a multiple of 16 bytes")
-    # padding_mode=None: gmssl pads only for PKCS7 / ZERO
-    c = _gm_sm4.CryptSM4(padding_mode=None)
-    c.set_key(bytes(key), _gm_sm4.SM4_DECRYPT if decrypting else _gm_sm4.SM4_ENCRYPT)
-    return bytes(c.crypt_ecb(bytes(data)))
+    return _evp().sm4_ecb(bytes(key), bytes(data), encrypting)
 
 
 def sm4_ecb_encrypt(key: bytes, data: bytes) -> bytes:
     """SM4-ECB encrypt, no padding (len(data) % 16 == 0)."""
-    return _sm4(key, data, False)
+    return _sm4(key, data, True)
 
 
 def sm4_ecb_decrypt(key: bytes, data: bytes) -> bytes:
     """SM4-ECB decrypt, no padding (len(data) % 16 == 0)."""
-    return _sm4(key, data, True)
+    return _sm4(key, data, False)

@@ -1,7 +1,8 @@
 """SM2EnvelopedKey: round trip, opened independently with OpenSSL, wrong keys, tolerated layouts.
 
 The PKI alone: the pair is issued under a stub approval. `mailbot envelope open` is tested in
-tests/app/test_pki_cli.py, the envelope of a case's pair in tests/app/test_issuance.py.
+tests/cli/test_pki_commands.py, the envelope of a case's pair in tests/app/test_issuance.py,
+the libcrypto route against the OpenSSL CLI in test_envelope_ossl.py.
 """
 
 from __future__ import annotations
