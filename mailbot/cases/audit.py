@@ -25,6 +25,8 @@ def _sm3_hex(data: bytes) -> str:
 AUDIT_FIELDS = ("case_id", "at", "actor", "action", "from_state", "to_state", "reason", "via")
 # The channel of an action: a staff command, the mailbox (flags, folders), or mailbot itself.
 VIA = ("cli", "mailbox", "system")
+# Staff marked a revocation's key lost, leaked or damaged (须知四): the audit row is the mark.
+KEY_LOST = "key_lost"
 
 
 def row_digest(prev_hash: str, row: dict[str, Any]) -> str:
@@ -112,6 +114,16 @@ def _forget_head(session: Session, transaction: SessionTransaction) -> None:
     """A commit lets other writers in and a rollback drops our rows: read the head anew."""
     if transaction.parent is None or transaction.nested:  # not a flush's inner one
         session.info.pop(_HEAD, None)
+
+
+def key_lost_mark(session: Session, case: Case) -> AuditEntry | None:
+    """The staff's key-loss mark of `case` (its first `key_lost` row), if any."""
+    if case.id is None:
+        return None
+    session.flush()
+    return session.scalars(select(AuditEntry).where(AuditEntry.case_id == case.id,
+                                                    AuditEntry.action == KEY_LOST)
+                           .order_by(AuditEntry.id).limit(1)).first()
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,15 @@ Two moments:
 
 Not run again on a case (their findings stay as the message's analysis left them): the
 subject's wording (`subject_format`, judged on the application mail), the materials rule
-(`assess` keeps `missing_material` in line with every file of the case), the key-loss words
-(`key_compromise`: the body is not kept), and the request's rules (`csr`, `cn_mismatch`,
-`company_mismatch`: the CSR report is not kept; a reply bringing a request is handled by
-the store). Rules reading an attached certificate (`revoke_foreign_certificate`,
-`revoke_serial_mismatch`) run only while its DER is at hand (the message being recorded),
-and `revoke_foreign_certificate` only when the CA's public key(s) are given.
+(`assess` keeps `missing_material` in line with every file of the case), and the request's
+own check (`csr`: signature, SM2 ID, key; it needs the request's bytes, which are not kept;
+a reply bringing a request is handled by the store). Run again from what the case keeps:
+`cn_mismatch` and `company_mismatch` (the request's subject names, kept in the messages'
+recorded facts, against the form as it stands now) and `key_compromise` (the words the
+messages' analysis found, and the staff's key-loss mark). Rules reading an attached
+certificate (`revoke_foreign_certificate`, `revoke_serial_mismatch`) run only while its DER
+is at hand (the message being recorded), and `revoke_foreign_certificate` only when the CA's
+public key(s) are given.
 """
 
 from __future__ import annotations
@@ -50,8 +53,7 @@ from mailbot.rules.view import CaseView, view_from_facts
 DATABASE_RULES = ("already_certified", "renamed_organisation", "revoke_foreign_certificate",
                   "revoke_serial_mismatch")
 # Rules judged on the message alone: never run again on a case (see the module's text).
-MESSAGE_RULES = ("subject_format", "materials", "key_compromise", "csr", "cn_mismatch",
-                 "company_mismatch")
+MESSAGE_RULES = ("subject_format", "materials", "csr")
 _CERTIFICATE_RULES = ("revoke_foreign_certificate", "revoke_serial_mismatch")
 
 
@@ -148,14 +150,20 @@ def reevaluate(session: Session, case: Case, *,
                settings: Mapping[str, Any] | RuleSettings | None = None,
                facts: MessageFacts | None = None, ca_public_keys: Iterable[bytes] = (),
                certificates: CertificateIndex | None = None,
-               message_row_id: int | None = None) -> tuple[Evaluation, list[str], list[str]]:
-    """Run `case_rules` on the case's view and apply the verdict to its findings.
+               message_row_id: int | None = None,
+               only: Iterable[str] | None = None) -> tuple[Evaluation, list[str], list[str]]:
+    """Run `case_rules` (those named in `only`, when given) on the case's view and apply the
+    verdict to its findings.
 
     Returns the evaluation and the codes resolved and added.
     """
     view = case_view(session, case, facts=facts, ca_public_keys=ca_public_keys,
                      certificates=certificates)
-    result = evaluate(view, settings_of(settings), rules=case_rules(view))
+    rules = case_rules(view)
+    if only is not None:
+        names = set(only)
+        rules = [r for r in rules if r.name in names]
+    result = evaluate(view, settings_of(settings), rules=rules)
     resolved, added = apply_evaluation(case, result, message_row_id=message_row_id)
     return result, resolved, added
 

@@ -2,8 +2,10 @@
 
 `case_view` gathers a recorded case: its form fields (what staff typed wins: the case's
 fields already hold it), every file of its messages with the materials they count for, the
-latest subject and sender, the findings staff overrode, and the database part: the
-certificates of ours known for its 机构代码 or organisation (`known_certificates`).
+application mail's subject and the latest sender, what the messages' recorded facts keep of
+the request (its subject names) and of a lost key, the staff's key-loss mark, the findings
+staff overrode, and the database part: the certificates of ours known for its 机构代码 or
+organisation (`known_certificates`).
 
 Certificates are found for a code or a name in two ways: the vetted subject pki/issue.py
 writes (C, O, CN, serialNumber = 机构代码), and the fields of the case a certificate was
@@ -22,12 +24,19 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from mailbot import clock
+from mailbot.cases.audit import key_lost_mark
 from mailbot.cases.models import Attachment, Case, CaseField
 from mailbot.intake.models import Message
 from mailbot.intake.subject import ApplicationSubject
 from mailbot.pki.models import IssuedCertificate
 from mailbot.rules.validators import normalise_company, normalise_uscc, same_company
-from mailbot.rules.view import AttachmentView, CaseView, KnownCertificate, view_from_facts
+from mailbot.rules.view import (
+    AttachmentView,
+    CaseView,
+    KnownCertificate,
+    dn_fields,
+    view_from_facts,
+)
 
 if TYPE_CHECKING:
     from mailbot.intake.facts import MessageFacts
@@ -174,30 +183,60 @@ def with_database(view: CaseView, certificates: CertificateIndex | list[KnownCer
     return view
 
 
+OPENING_KINDS = ("new", "revoke")  # the message that opened a case is one of these
+
+
+def stored_request_names(messages: Iterable[Message]) -> dict[str, str] | None:
+    """The subject names of the case's request: the newest message whose recorded facts
+    carry a CSR (the one issuance reads), from the subject string kept there; None when no
+    message brought one."""
+    for m in sorted(messages, key=lambda m: m.id, reverse=True):
+        csr = (m.facts or {}).get("csr")
+        if isinstance(csr, dict):
+            return dn_fields(str(csr.get("subject") or ""))
+    return None
+
+
+def stored_key_loss(messages: Iterable[Message]) -> list[str]:
+    """What the messages' own analysis said of a lost key (their key_compromise details name
+    the words it found in a body, which is not kept), for the rule to read again."""
+    return [str(f.get("detail") or "") for m in messages
+            for f in ((m.facts or {}).get("findings") or [])
+            if isinstance(f, dict) and f.get("code") == "key_compromise"]
+
+
 def case_view(session: Session, case: Case, *, facts: MessageFacts | None = None,
               ca_public_keys: Iterable[bytes] = (),
               certificates: CertificateIndex | None = None) -> CaseView:
     """The whole case as the rules see it, database part filled.
 
-    `facts` (the message being recorded) lends what the database does not keep: the CSR
-    report and the DER of certificates attached for revocation. `certificates` is a lookup
-    made beforehand for a batch; without it the case's certificates are looked up here.
+    Kept in the database and read from there: the fields, every file, the application mail's
+    subject (the company it names), the request's subject names and what each message's
+    analysis said of a lost key (both from the messages' recorded facts), and the staff's
+    key-loss mark. `facts` (the message being recorded) lends what the database does not
+    keep: the CSR report and the DER of certificates attached for revocation.
+    `certificates` is a lookup made beforehand for a batch; without it the case's
+    certificates are looked up here.
     """
     session.flush()
     form = {f.key: f.value for f in case.fields}
     mails = sorted((m for m in case.messages if m.kind != "bounce"), key=lambda m: m.id)
     latest = mails[-1] if mails else None
+    opening = next((m for m in mails if m.kind in OPENING_KINDS), latest)
     files = session.execute(
         select(Attachment.filename, Attachment.materials, Attachment.content_type,
                Attachment.size)
         .join(Message, Message.id == Attachment.message_row_id)
         .where(Message.case_id == case.id).order_by(Attachment.id)).all()
-    subject = (latest.subject if latest is not None else None) or ""
+    subject = (opening.subject if opening is not None else None) or ""
+    csr_subject = None
     if facts is not None:
         base = view_from_facts(facts)
         csr, certs, sender = base.csr, base.certificates, facts.from_addr
     else:
         csr, certs, sender = None, [], None
+    if csr is None:
+        csr_subject = stored_request_names(mails)
     view = CaseView(
         kind=case.kind, subject=subject, subject_info=ApplicationSubject.parse(subject),
         from_addr=sender or (latest.from_addr if latest is not None else None),
@@ -205,8 +244,9 @@ def case_view(session: Session, case: Case, *, facts: MessageFacts | None = None
         attachments=[AttachmentView(name, tuple(materials or ("other",)), ctype or "",
                                     int(size or 0))
                      for name, materials, ctype, size in files],
-        csr=csr, certificates=certs,
-        text="\n".join(m.subject or "" for m in mails))
+        csr=csr, csr_subject=csr_subject, certificates=certs,
+        text="\n".join([*(m.subject or "" for m in mails), *stored_key_loss(mails)]),
+        key_loss_marked=key_lost_mark(session, case) is not None)
     if certificates is None:
         certificates = known_certificates(session, [form.get("org_code")],
                                           [form.get("applicant_org"), case.company])

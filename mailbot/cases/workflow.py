@@ -5,7 +5,8 @@ take the step (anyone, or only a staff member) and what it asks to be sent (a `N
 template and a kind of recipient). `transition` refuses anything else (`TransitionRefused`),
 writes the audit row (who, when, from, to, why, via) and records the notice in
 `case_notices` for the outbox. The staff actions (confirm, approve, reject, close, edit,
-override, called) and the system's (reassess after a reply, expire) are built on it.
+override, called, the key-loss mark) and the system's (reassess after a reply, expire) are
+built on it.
 
 `assess` is the one place that decides between ``incomplete`` and
 ``awaiting_confirmation`` from a case's findings and materials. An edit or an override runs
@@ -23,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailbot.cases import verdict
-from mailbot.cases.audit import VIA, append_audit
+from mailbot.cases.audit import KEY_LOST, VIA, append_audit, key_lost_mark
 from mailbot.cases.models import (
     CASE_STATES,
     Attachment,
@@ -40,6 +41,10 @@ from mailbot.rules.materials import REQUIRED_MATERIALS, missing_material, missin
 
 # States in which the case can still change by a reply, an edit or an override.
 OPEN_STATES = ("received", "incomplete", "awaiting_confirmation")
+# States before anything was issued or revoked: staff can still act on the case's outcome.
+PENDING_STATES = (*OPEN_STATES, "approved")
+# Findings that make a pending case urgent for staff (须知四: revoke at once, keyCompromise).
+URGENT_CODES = ("key_compromise",)
 BLOCKING = ("reject", "missing")  # finding severities that block approval
 SYSTEM = "system"
 
@@ -204,6 +209,20 @@ def blocking_findings(case: Case) -> list[CaseFinding]:
     return [f for f in open_findings(case) if f.severity in BLOCKING]
 
 
+def is_urgent(case: Case) -> bool:
+    """A pending case with an open finding of URGENT_CODES (a lost, leaked or damaged key)."""
+    return case.state in PENDING_STATES and any(f.code in URGENT_CODES
+                                                for f in open_findings(case))
+
+
+def urgent_case_ids(session: Session) -> set[int]:
+    """The ids of every urgent case (is_urgent), in one query."""
+    return set(session.scalars(
+        select(CaseFinding.case_id).join(Case, Case.id == CaseFinding.case_id)
+        .where(CaseFinding.code.in_(URGENT_CODES), CaseFinding.resolved_at.is_(None),
+               CaseFinding.overridden_by.is_(None), Case.state.in_(PENDING_STATES))))
+
+
 def materials_present(session: Session, case: Case) -> set[str]:
     rows = session.scalars(
         select(Attachment.materials).join(Message).where(Message.case_id == case.id))
@@ -361,11 +380,11 @@ def close(session: Session, case: Case, *, by: str, reason: str | None,
 
 
 def _rules_again(session: Session, case: Case, why: str, settings: Any,
-                 ca_public_keys: Iterable[bytes]) -> str:
-    """Run the rules again on the case (its open findings follow them; overridden ones stay);
-    `why` with what changed, for the reassessment's audit row."""
+                 ca_public_keys: Iterable[bytes], only: Iterable[str] | None = None) -> str:
+    """Run the rules (or those named in `only`) again on the case (its open findings follow
+    them; overridden ones stay); `why` with what changed, for the reassessment's audit row."""
     _result, resolved, added = verdict.reevaluate(session, case, settings=settings,
-                                                  ca_public_keys=ca_public_keys)
+                                                  ca_public_keys=ca_public_keys, only=only)
     changed = verdict.summary(resolved, added)
     return f"{why}; {changed}" if changed else why
 
@@ -419,6 +438,32 @@ def override(session: Session, case: Case, code: str, *, by: str, reason: str | 
     append_audit(session, actor=name, action="override", case=case,
                  reason=f"{code} ({len(hits)}): {text}", via=_via(via))
     why = _rules_again(session, case, f"{code} overridden", settings, ca_public_keys)
+    return reassess(session, case, actor=name, via=via, required=required, why=why)
+
+
+def mark_key_lost(session: Session, case: Case, *, by: str, reason: str | None = None,
+                  via: str = "cli", required: Mapping[str, Sequence[str]] | None = None,
+                  settings: Any = None, ca_public_keys: Iterable[bytes] = ()) -> Notice | None:
+    """Staff mark a revocation's key lost, leaked or damaged (须知四, told by phone or seen on
+    the form): the audit row `key_lost` is the mark, read by the case view; then the rules run
+    again, so `key_compromise` is found (urgent; the revocation takes reason keyCompromise).
+    Once per case, and only before the revocation is done; an approved case's verdict is
+    settled, so there only key_compromise runs."""
+    name = _staff(by)
+    if case.kind != "revoke":
+        raise TransitionRefused(f"case {case.ref} is a {case.kind} application: only a "
+                                "revocation (注销) can be marked key lost")
+    if case.state not in PENDING_STATES:
+        raise TransitionRefused(f"case {case.ref} is {case.state}: too late to mark the key "
+                                "lost")
+    mark = key_lost_mark(session, case)
+    if mark is not None:
+        raise TransitionRefused(f"case {case.ref} was marked key lost by {mark.actor} "
+                                f"at {mark.at:%Y-%m-%d %H:%M}")
+    text = (reason or "").strip() or "key lost, leaked or damaged (须知四)"
+    append_audit(session, actor=name, action=KEY_LOST, case=case, reason=text, via=_via(via))
+    only = None if case.state in OPEN_STATES else ("key_compromise",)
+    why = _rules_again(session, case, "key marked lost", settings, ca_public_keys, only)
     return reassess(session, case, actor=name, via=via, required=required, why=why)
 
 

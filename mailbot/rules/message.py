@@ -88,7 +88,9 @@ class KeyCompromise(Rule):
         words = key_loss_words(view.text)
         if not words and not view.key_loss_marked:
             return []
-        why = "、".join(words) if words else "marked by staff"
+        why = "; ".join(part for part in ("、".join(words),
+                                          "marked by staff" if view.key_loss_marked else "")
+                        if part)
         return [Finding("key_compromise", "warn",
                         f"the private key is reported lost, leaked or damaged ({why}): revoke "
                         "with reason keyCompromise, urgently",

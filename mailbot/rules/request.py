@@ -37,8 +37,8 @@ class CsrRequest(Rule):
 
 
 def _csr_field(view: CaseView, key: str) -> str | None:
-    fields = getattr(view.csr, "subject_fields", None) or {}
-    value = fields.get(key)
+    # the names only: on a recorded case they come from the kept facts, not the request
+    value = view.request_names.get(key)
     return str(value) if value else None
 
 

@@ -14,10 +14,12 @@ from mailbot.cases.store import CaseStore
 from mailbot.cases.view import case_view, known_certificates
 from mailbot.intake.facts import AttachmentFact, MessageFacts
 from mailbot.intake.models import Message
-from mailbot.pki import sm2
+from mailbot.pki import der, sm2
+from mailbot.pki.csr import CsrReport, check_csr
 from mailbot.rules.judge import judge_message
 from tests.cases.forms import ORG, ORG_CODE, form
 from tests.support.cases import approved_case, issue_approved
+from tests.support.pki_csr import info, name, request
 
 pytest_plugins = ["tests.support.pki_issue_fixtures"]
 
@@ -214,7 +216,8 @@ def test_edit_brings_in_the_database_rules(session, frozen_clock, ca_state) -> N
     assert "renamed_organisation" not in _open(case)
     workflow.edit(session, case, {"org_code": ORG_CODE, "applicant_org": "厦门另名有限公司"},
                   by="张三")
-    assert set(_open(case)) == {"renamed_organisation"}
+    # the mail's subject still names the old company: company_mismatch (warn) as well
+    assert set(_open(case)) == {"renamed_organisation", "company_mismatch"}
     assert case.state == "awaiting_confirmation"
 
 
@@ -259,3 +262,103 @@ def test_case_view_gathers_the_case(session, frozen_clock, ca_state) -> None:
     # the case's own certificates are not another application's
     assert not case_view(session, session.scalars(
         select(Case).where(Case.ref == "XM-2025-0900")).one()).known_certificates
+
+
+# -- the request's names against the form, from what the case keeps ---------------------------
+SERVER_CN = "server.example.cn"
+
+
+def _request(cn: str = ORG, o: str = ORG, *, quirk: bool = False) -> CsrReport:
+    """A valid SM2 request's report; `quirk`: its CN as a BMPString (csr_encoding_quirk)."""
+    d = sm2.generate_private_key()
+    subject = name(("2.5.4.6", "CN", der.PRINTABLE_STRING), ("2.5.4.10", o, der.UTF8_STRING),
+                   ("2.5.4.3", cn, der.BMP_STRING if quirk else der.UTF8_STRING))
+    return check_csr(request(d, info(sm2.public_key_of(d), subject=subject)))
+
+
+def _with_request(report: CsrReport, **fields: str) -> MessageFacts:
+    facts = MessageFacts(kind="new", company=ORG, subject=f"{ORG}+数字证书申办",
+                         from_addr="cert@example.cn", form=form(**fields),
+                         attachments=[_att(name, *materials) for name, materials in FILES],
+                         csr=report)
+    judge_message(facts)
+    return facts
+
+
+def _codes(case: Case) -> list[str]:
+    return sorted(f.code for f in workflow.open_findings(case))
+
+
+def test_edit_of_the_common_name_fixes_cn_mismatch(session, frozen_clock) -> None:
+    case = CaseStore(session).record_facts(
+        _message(session, 1), _with_request(_request(cn=SERVER_CN, quirk=True)))
+    session.commit()
+    assert _codes(case) == ["cn_mismatch", "csr_encoding_quirk"]
+    quirk = next(f for f in case.findings if f.code == "csr_encoding_quirk")
+    # staff type in the form's 通用名: the request's CN (kept in the message's facts) agrees
+    workflow.edit(session, case, {"common_name": SERVER_CN}, by="张三")
+    session.commit()
+    assert _codes(case) == ["csr_encoding_quirk"]
+    old = next(f for f in case.findings if f.code == "cn_mismatch")
+    assert old.resolved_at == frozen_clock.current
+    # a wrong 通用名 typed in raises it again, naming both values
+    workflow.edit(session, case, {"common_name": "www.example.cn"}, by="张三")
+    [again] = _open(case)["cn_mismatch"]
+    assert (again.facts["csr_cn"], again.facts["form_cn"]) == (SERVER_CN, "www.example.cn")
+    # the request's own finding (needs its bytes) is neither lost nor repeated
+    assert [f for f in case.findings if f.code == "csr_encoding_quirk"] == [quirk]
+    assert quirk.resolved_at is None
+    assert case.state == "awaiting_confirmation" and verify_chain(session).ok
+
+
+def test_edit_of_the_applicant_org_introduces_company_mismatch(session, frozen_clock) -> None:
+    case = CaseStore(session).record_facts(_message(session, 1),
+                                           _with_request(_request(cn=ORG, o=ORG)))
+    session.commit()
+    assert _codes(case) == []
+    other = "厦门另一家科技有限公司"  # the 通用名 stays the request's CN: only the company
+    workflow.edit(session, case, {"applicant_org": other, "common_name": ORG}, by="张三")
+    session.commit()
+    found = _open(case)
+    assert set(found) == {"company_mismatch"}
+    assert sorted((f.facts["where"], f.facts["value"]) for f in found["company_mismatch"]) == \
+        [("csr", ORG), ("subject", ORG)]
+    assert case.state == "awaiting_confirmation"  # a warning never blocks
+    workflow.edit(session, case, {"applicant_org": ORG}, by="张三")
+    assert _codes(case) == []
+
+
+def test_a_reply_without_a_request_keeps_the_requests_verdict(session, frozen_clock) -> None:
+    store = CaseStore(session)
+    case = store.record_facts(_message(session, 1),
+                              _with_request(_request(cn=SERVER_CN), email="bad address"))
+    session.commit()
+    assert _codes(case) == ["cn_mismatch", "email_invalid"]
+    store.record_facts(_message(session, 2), MessageFacts(
+        kind="reply", case_ref=case.ref, form={"email": "cert@example.cn"},
+        from_addr="cert@example.cn", subject=f"Re: [{case.ref}] 材料需补正"))
+    session.commit()
+    assert _codes(case) == ["cn_mismatch"] and len(_open(case)["cn_mismatch"]) == 1
+    # a reply bringing a new request whose CN is right resolves it
+    reply = MessageFacts(kind="reply", case_ref=case.ref, from_addr="cert@example.cn",
+                         attachments=[_att("new.csr", "csr")], csr=_request(cn=ORG))
+    store.record_facts(_message(session, 3), reply)
+    session.commit()
+    assert _codes(case) == []
+
+
+def test_overrides_of_request_findings_are_never_undone(session, frozen_clock) -> None:
+    case = CaseStore(session).record_facts(
+        _message(session, 1), _with_request(_request(cn=SERVER_CN, o="云帆")))
+    session.commit()
+    assert _codes(case) == ["cn_mismatch", "company_mismatch"]
+    workflow.override(session, case, "cn_mismatch", by="张三", reason="CN is the host name")
+    workflow.override(session, case, "company_mismatch", by="张三", reason="short name, checked")
+    for values in ({"handler_name": "赵六"}, {"common_name": SERVER_CN},
+                   {"common_name": ""}, {"applicant_org": ORG}):
+        workflow.edit(session, case, values, by="李四")
+        session.commit()
+        assert _codes(case) == [], values
+        for f in case.findings:
+            assert (f.overridden_by, f.resolved_at) == ("张三", None), f.code
+    assert len(case.findings) == 2

@@ -13,6 +13,7 @@ from mailbot.app.staff import safe_name, take_in
 from mailbot.cases import workflow
 from mailbot.cli import main
 from mailbot.db import make_engine, session_factory
+from mailbot.intake.facts import FORM_KEYS
 from tests.support.formbuilder import FILLED, build_form
 from tests.support.intake import make_config, write_config
 from tests.support.mailbuilders import jpeg, make_sm2, pdf
@@ -264,3 +265,83 @@ def test_bad_cases_settings_are_refused(tmp_path, capsys, extra) -> None:
     c = Cli(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", capsys, extra=f"[cases]\n{extra}\n")
     rc, _, err = c("cases", "list")
     assert rc == 2 and ("[cases]" in err or "cases." in err), err
+
+
+def _hall_revocation(folder: Path, cert_der: bytes, serial: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "申请表.docx").write_bytes(build_form(VALID_FORM, "revoke", serial=serial))
+    (folder / "营业执照.pdf").write_bytes(pdf(tag=b"licence"))
+    (folder / "法人身份证.jpg").write_bytes(jpeg(tag=b"legal"))
+    (folder / "经办人身份证.jpg").write_bytes(jpeg(tag=b"handler"))
+    (folder / "sign.cer").write_bytes(cert_der)
+    return folder
+
+
+@pytest.mark.timeout(180)
+def test_key_lost_mark(cli, tmp_path, csr_pem) -> None:
+    from asn1crypto import x509
+
+    material = make_sm2(tmp_path / "old", COMPANY)
+    serial = f"{x509.Certificate.load(material.cert_der).serial_number:x}"
+    ref = cli.new(_hall_revocation(tmp_path / "hall", material.cert_der, serial))
+    summary = cli.json("cases", "show", ref)
+    assert summary["kind"] == "revoke" and summary["state"] == "awaiting_confirmation"
+    assert summary["urgent"] is False and summary["key_lost"] is None
+
+    rc, _, err = cli("cases", "key-lost", ref)
+    assert rc == 2 and "--by" in err
+    rc, out, err = cli("cases", "key-lost", ref.lower(), "--by", "张三",
+                       "--reason", "电话告知：服务器私钥丢失")
+    assert rc == 0 and "URGENT" in out and "keyCompromise" in out, err
+    detail = cli.json("cases", "show", ref)
+    assert detail["urgent"] is True
+    assert (detail["key_lost"]["by"], detail["key_lost"]["reason"]) == \
+        ("张三", "电话告知：服务器私钥丢失")
+    [f] = [f for f in detail["findings"] if f["code"] == "key_compromise"]
+    assert f["open"] and "marked by staff" in f["detail"]
+    assert [(a["actor"], a["action"], a["via"]) for a in detail["audit"]][-1] == \
+        ("张三", "key_lost", "cli")
+    assert "key_lost" not in detail["fields"] and set(detail["fields"]) <= set(FORM_KEYS)
+    assert [c["urgent"] for c in cli.json("cases", "list")] == [True]
+    rc, out, _ = cli("cases", "list")
+    assert rc == 0 and any(ref in line and "URGENT 紧急" in line for line in out.splitlines())
+    rc, out, _ = cli("cases", "show", ref)
+    assert rc == 0 and "!! URGENT 紧急" in out and "key lost 密钥丢失: marked by 张三" in out
+
+    rc, _, err = cli("cases", "key-lost", ref, "--by", "李四")
+    assert rc == 1 and "was marked key lost by 张三" in err and err.count("\n") == 1
+    rc, _, err = cli("cases", "key-lost", "XM-2026-9999", "--by", "李四")
+    assert rc == 1 and "no such case" in err
+
+    new = cli.new(_hall(tmp_path / "hall2", csr_pem))
+    rc, _, err = cli("cases", "key-lost", new, "--by", "李四")
+    assert rc == 1 and "only a revocation" in err and err.count("\n") == 1
+    assert cli.json("cases", "show", new)["urgent"] is False
+
+    assert cli("cases", "close", ref, "--by", "李四", "--reason", "申请人撤回")[0] == 0
+    assert [c["urgent"] for c in cli.json("cases", "list")] == [False, False]
+    other = cli.new(_hall_revocation(tmp_path / "hall3", material.cert_der, serial))
+    assert cli("cases", "close", other, "--by", "李四", "--reason", "x")[0] == 0
+    rc, _, err = cli("cases", "key-lost", other, "--by", "李四")
+    assert rc == 1 and "too late" in err and err.count("\n") == 1
+    assert cli("audit", "verify")[0] == 0
+
+
+@pytest.mark.timeout(180)
+def test_edit_judges_the_common_name_against_the_kept_request(cli, tmp_path,
+                                                             tmp_path_factory) -> None:
+    csr = make_sm2(tmp_path_factory.mktemp("host"), "server.example.cn", COMPANY).csr_pem
+    ref = cli.new(_hall(tmp_path / "hall", csr))
+
+    def open_codes() -> list[str]:
+        return sorted(f["code"] for f in cli.json("cases", "show", ref)["findings"] if f["open"])
+
+    assert "cn_mismatch" in open_codes()
+    rc, _, err = cli("cases", "edit", ref, "common_name=server.example.cn", "--by", "李四")
+    assert rc == 0, err
+    assert "cn_mismatch" not in open_codes()
+    rc, _, err = cli("cases", "edit", ref, "applicant_org=厦门别家有限公司", "--by", "李四")
+    assert rc == 0, err
+    detail = cli.json("cases", "show", ref)
+    assert {f["code"] for f in detail["findings"] if f["open"]} >= {"company_mismatch"}
+    assert "cn_mismatch" not in open_codes()
