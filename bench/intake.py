@@ -6,8 +6,10 @@
 1. starts its own Dovecot (tests/dovecot.py), APPENDs N application emails of ~300 KB
    (a filled .docx form, four PDF/JPEG scans, a real SM2 CSR made by OpenSSL);
 2. times a bare imapclient BODY.PEEK[] fetch of the same messages (the reference rate);
-3. times `mailbot run --once` work (Daemon.run_once): fetch, archive, record, move, analyse on
-   every core, cases recorded; prints messages/s and the ratio to the raw fetch rate;
+3. times `mailbot run --once`'s mail job (Daemon.run_once with the later jobs left out): fetch,
+   archive, record, move, analyse on every core, cases recorded and their answers queued in the
+   outbox; prints messages/s and the ratio to the raw fetch rate; then times the outbox job
+   alone: the answers rendered and written (file: delivery), answers/s;
 4. in a child process, ingests one message with a 30 MB attachment and prints the peak RSS
    growth over the idle process (main process and parse worker), as a multiple of the size.
 Targets: ratio >= 1/3; RSS growth < 4x the message size.
@@ -226,6 +228,16 @@ def _back_to_inbox(user) -> None:
     c.logout()
 
 
+def answer_rate(cfg, daemon) -> tuple[float, int]:
+    """The outbox job on what the ingest queued: (answers/s, answers sent)."""
+    from mailbot.app.outbox_job import run_outbox
+
+    t0 = time.perf_counter()
+    run = run_outbox(cfg, daemon.sessions, source=None)
+    elapsed = time.perf_counter() - t0
+    return run.sending.sent / elapsed if elapsed else 0.0, run.sending.sent
+
+
 def one_round(user, cfg, profile: str | None) -> tuple[float, float]:
     """Raw fetch, ingest with `mailbot run --once` work, raw fetch again; (rate, ratio)."""
     from sqlalchemy import func, select
@@ -241,6 +253,9 @@ def one_round(user, cfg, profile: str | None) -> tuple[float, float]:
           f" ({raw_bytes / 1e6 / (n / raw_before):.0f} MB/s)")
     fresh_schema(cfg)
     daemon = Daemon(cfg)
+    import mailbot.app.daemon
+
+    jobs, mailbot.app.daemon.JOBS = mailbot.app.daemon.JOBS, []  # the mail job alone
     profiler = None
     if profile:
         import cProfile
@@ -251,10 +266,12 @@ def one_round(user, cfg, profile: str | None) -> tuple[float, float]:
     report = daemon.run_once()  # closes the pool: the workers' CPU is in os.times() now
     elapsed = time.perf_counter() - t0
     cpu1, machine1 = os.times(), _machine_busy()
+    mailbot.app.daemon.JOBS = jobs
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
     rate = n / elapsed
+    replies_rate, replies = answer_rate(cfg, daemon)
     with daemon.sessions() as s:
         cases = s.scalar(select(func.count()).select_from(Case))
         rows = s.scalar(select(func.count()).select_from(Message))
@@ -265,6 +282,8 @@ def one_round(user, cfg, profile: str | None) -> tuple[float, float]:
     main_ms = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / n * 1000
     work_ms = (cpu1.children_user + cpu1.children_system - cpu0.children_user
                - cpu0.children_system) / n * 1000
+    print(f"outbox job alone: {replies} answers rendered and written (file:) at"
+          f" {replies_rate:.1f} answers/s")
     print(f"  CPU per message: main process {main_ms:.2f} ms, parse workers {work_ms:.2f} ms,"
           f" whole machine {(machine1 - machine0) / n * 1000:.2f} ms"
           f" (of {os.cpu_count()} x {elapsed / n * 1000:.2f} ms wall)")

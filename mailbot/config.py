@@ -41,6 +41,7 @@ DEFAULT_TEMPLATES_DIR = shipped_dir("templates")
 
 CA_SIGNERS = ("soft", "sdf")
 SMTP_URL_FORMS = ("smtps://", "smtp://", "file:")
+ENCODINGS = ("der", "base64")
 
 
 @dataclass
@@ -131,6 +132,27 @@ class MailboxStaffConfig:
 
 
 @dataclass
+class OutboxConfig:
+    """What the applicant receives and how it is sent (issue 10)."""
+
+    cert_encoding: str = "der"  # der (what Windows opens as .cer) | base64
+    envelope_encoding: str = "der"  # envprivatekey: der | base64
+    daily_cap: int = 20  # mails to one address per day; issued and revocation results exempt
+    max_attempts: int = 10  # temporary failures before a row is failed and staff are told
+    backoff_seconds: int = 60  # first retry after this; doubled each time
+    backoff_max_seconds: int = 3600
+    timeout_seconds: float = 60.0  # one SMTP conversation
+    sent_copy: bool = True  # APPEND a copy to the mailbox's Sent folder (not with file:)
+    sent_folder: str = ""  # empty: the \Sent special-use folder, else 已发送, Sent, …
+    staff_addresses: list[str] = field(default_factory=list)  # the daily digest; none: no digest
+    digest_hour: int = 8  # local hour of the daily staff digest
+    hotline: str = "0592-5653395"
+    office_hours: str = "星期一至星期五（法定节假日除外）上午 8:30-11:45，下午 13:30-16:45"
+    hall_address: str = "厦门市湖里区象兴一路 11 号海关大楼 7 楼服务大厅"
+    notice_font: str = ""  # the 告知书 PDF's CJK font file; empty: Noto Serif CJK SC (fonts-noto-cjk)
+
+
+@dataclass
 class Config:
     mailbox: MailboxConfig = field(default_factory=MailboxConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
@@ -140,6 +162,7 @@ class Config:
     ca: CaConfig = field(default_factory=CaConfig)
     cases: CasesConfig = field(default_factory=CasesConfig)
     mailbox_staff: MailboxStaffConfig = field(default_factory=MailboxStaffConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
     rules_dir: str = str(DEFAULT_RULES_DIR)  # the shipped rules unless a file names others
     templates_dir: str = str(DEFAULT_TEMPLATES_DIR)
     base_dir: str = "."  # relative paths resolve against the config file's folder (or cwd)
@@ -181,6 +204,16 @@ class Config:
         if not actor or actor == "system" or actor.startswith("message:"):
             raise ConfigError(f"[cases] mailbox_actor = {actor!r}: name the staff role approving"
                               " by flag or folder (e.g. \"mailbox\"), not system or message:…")
+        for key in ("cert_encoding", "envelope_encoding"):
+            if getattr(self.outbox, key) not in ENCODINGS:
+                raise ConfigError(f"[outbox] {key} = {getattr(self.outbox, key)!r}: use "
+                                  f"{' or '.join(ENCODINGS)}")
+        if self.outbox.daily_cap < 1 or self.outbox.max_attempts < 1:
+            raise ConfigError("[outbox] daily_cap and max_attempts must be 1 or more")
+        if not all(isinstance(a, str) and "@" in a for a in self.outbox.staff_addresses):
+            raise ConfigError("[outbox] staff_addresses must be a list of e-mail addresses")
+        if not 0 <= self.outbox.digest_hour <= 23:
+            raise ConfigError(f"[outbox] digest_hour = {self.outbox.digest_hour!r}: use 0-23")
         problem = _smtp_url_problem(self.smtp.url.strip())
         if problem:
             raise ConfigError(f"[smtp] url = {_redact(self.smtp.url.strip())!r}: {problem}; use "

@@ -33,6 +33,11 @@ def make_message_id(ref: str, domain: str) -> str:
     return f"<{ref}.{secrets.token_hex(8)}@{domain}>"
 
 
+def make_plain_message_id(domain: str) -> str:
+    """A fresh Message-ID of ours that names no case (the unrelated notice, the digest)."""
+    return f"<mailbot.{secrets.token_hex(10)}@{domain}>"
+
+
 def ref_in_message_id(message_id: str) -> str | None:
     """The case number carried by one of our Message-IDs, upper-cased; None for others."""
     m = OWN_MESSAGE_ID.search(message_id or "")

@@ -23,12 +23,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailbot.app.analysis import analyse_and_judge
 from mailbot.app.jobs import JOBS
 from mailbot.app.judging import case_recorder
+from mailbot.app.notices import app_sessions
 from mailbot.config import Config
-from mailbot.db import make_engine, session_factory
+from mailbot.db import make_engine
 from mailbot.intake.ingest import IngestReport
 from mailbot.intake.pipeline import IntakePipeline
 from mailbot.intake.processor import ProcessReport
-from mailbot.mailbox.base import MailSource
+from mailbot.mailbox.base import MailboxError, MailSource
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ BACKOFF_MAX = 300.0
 # `run --once` gives an unreachable mailbox one more try (after about a second), not the
 # daemon's patient six: someone (or cron) waits for the answer, and the next run tries again.
 ONCE_RECONNECTS = 1
+NEEDS_MAILBOX = frozenset({"mailbox"})  # jobs skipped when the mail job found it unreachable
 
 
 
@@ -49,6 +51,7 @@ class CycleReport:
     intake: IngestReport = field(default_factory=IngestReport)
     processing: ProcessReport = field(default_factory=ProcessReport)
     errors: list[str] = field(default_factory=list)  # jobs that could not do their work
+    summaries: dict[str, str] = field(default_factory=dict)  # job name -> what it did
     move_error: str | None = None  # the mailbox refuses to move mail (no failure of the run)
     stopped: bool = False  # a stop request ended the cycle before every job ran
 
@@ -58,10 +61,12 @@ class Daemon:
                  engine: Engine | None = None, once: bool = False) -> None:
         self.cfg = cfg
         self._stop = threading.Event()
+        self.mailbox_down = False  # this cycle's mail job could not reach the mailbox
         self._waiting = 0  # depth of nested waits (IDLE, and the mailbox's backoff inside it)
         self._own_engine = engine is None
         self.engine = engine or make_engine(cfg.database_url)
-        self.sessions: sessionmaker[Session] = session_factory(self.engine)
+        # Its commits turn the notices of case changes into outbox rows (app/notices.py).
+        self.sessions: sessionmaker[Session] = app_sessions(cfg, self.engine)
         if source is None:
             from mailbot.mailbox.url import source_from_config
 
@@ -119,6 +124,7 @@ class Daemon:
     def cycle(self, *, full_sweep: bool | None = None) -> CycleReport:
         """Every job once, mail first; a job that fails is reported and the others still run."""
         report = CycleReport()
+        self.mailbox_down = False
 
         def mail(_daemon: Daemon) -> None:
             got = self.intake.cycle(full_sweep=full_sweep, should_stop=lambda: self.stopping)
@@ -130,9 +136,15 @@ class Daemon:
             if self.stopping:
                 report.stopped = True
                 break
+            if name in NEEDS_MAILBOX and self.mailbox_down:
+                continue  # the mail job could not reach it: no second wait for a reconnect
             try:
-                job(self)
+                summary = job(self)
+                if summary:
+                    report.summaries[name] = summary
             except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the rest
+                if name == "mail" and isinstance(exc, MailboxError):
+                    self.mailbox_down = True
                 log.warning("job %s failed: %s: %s", name, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 report.errors.append(f"{name}: {exc}")

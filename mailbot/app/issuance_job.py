@@ -7,8 +7,8 @@ Run by the daemon after the staff flags and folders (jobs.py, "issuance"):
   (`issue_for_case`) and the case moves approved -> issued. The certificate rows (one pair per
   approval, the database says so), the audit rows, the transition and the notice it records
   commit together: a kill before the commit leaves nothing, and the next run signs again.
-  The envelope (`envprivatekey`, encrypted to the applicant's signing key) is written under
-  var/issued/<REF>/ before the commit, for the mail that delivers it.
+  The issued mail's outbox row, carrying the envelope (`envprivatekey`, encrypted to the
+  applicant's signing key), commits with them too (app/notices.py).
 * a ``revoke`` case: the certificate attached to the case (or, without a file, the form's
   revoke_serial among this CA's certificates). One this CA's key signed (its signature
   verifies, in the database or not) is revoked with the other certificate of its pair, reason
@@ -27,15 +27,14 @@ database fails the job (the daemon reports it; `run --once` exits 1) after the o
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.app.issuance import case_fields, issue_for_case
+from mailbot.app.notices import NoticePayload, hand_payload
 from mailbot.app.revocation import revoke_certificate
 from mailbot.cases import workflow
 from mailbot.cases.audit import append_audit
@@ -92,11 +91,13 @@ class IssuanceRun:
     crl_written: bool = False
 
 
-def issuance_job(daemon: Daemon) -> None:
+def issuance_job(daemon: Daemon) -> str:
     """The daemon's job: run_issuance; a case that failed (not held) fails the job."""
     run = run_issuance(daemon.cfg, daemon.sessions)
     if run.failed:
         raise IssuanceFailed("; ".join(f"{ref}: {why}" for ref, why in run.failed))
+    return (f"issued {len(run.issued)}, revoked {len(run.revoked)}, "
+            f"waiting for staff {len(run.held)}")
 
 
 def approved_refs(session: Session) -> list[str]:
@@ -206,27 +207,13 @@ def _issue(cfg: Config, session: Session, ca: CaState, settings: dict[str, Any],
     workflow.transition(session, case, "issued", actor=SYSTEM, via=SYSTEM,
                         reason=(f"sign certificate {pair.sign_serial}, enc certificate "
                                 f"{pair.enc_serial}"))
+    certs = session.scalars(select(IssuedCertificate).where(
+        IssuedCertificate.case_ref == case.ref,
+        IssuedCertificate.serial.in_((pair.sign_serial, pair.enc_serial)))).all()
+    # The issued mail (its outbox row, with the envelope) commits with the pair.
+    hand_payload(session, case, NoticePayload(certificates=list(certs),
+                                              envelope=pair.envelope))
     session.flush()
-    _write_envelope(cfg, case.ref, pair.enc_serial, pair.envelope)
-
-
-def envelope_path(cfg: Config, ref: str, enc_serial: str) -> Path:
-    """Where the job leaves a case's `envprivatekey` (SM2EnvelopedKey DER) for delivery."""
-    return cfg.var_path(ISSUED_DIR) / ref / f"{enc_serial}.envprivatekey"
-
-
-def _write_envelope(cfg: Config, ref: str, enc_serial: str, data: bytes) -> None:
-    # encrypted to the applicant's signing key; a run killed before its commit leaves a file
-    # under a serial the database never knew, and the retry writes its own
-    path = envelope_path(cfg, ref, enc_serial)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # -- a revocation ---------------------------------------------------------------------------
@@ -294,5 +281,6 @@ def _revoke(cfg: Config, session: Session, ca: CaState, settings: dict[str, Any]
         why += "; not revoked here: " + "; ".join(foreign)
     workflow.transition(session, case, "revoked", actor=SYSTEM, via=SYSTEM,
                         reason=f"{why}; CRL number {crl.number}")
+    hand_payload(session, case, NoticePayload(certificates=list(rows.values())))
     session.flush()
     return crl.der

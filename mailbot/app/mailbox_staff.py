@@ -329,12 +329,16 @@ def _reason_prefix(mark: Mark, mid: str) -> str:
 _BY_DAEMON: weakref.WeakKeyDictionary[Daemon, MailboxMarks] = weakref.WeakKeyDictionary()
 
 
-def mailbox_job(daemon: Daemon) -> None:
+def mailbox_job(daemon: Daemon) -> str | None:
     """The daemon's job: staff's flags and folders, first after the mail (before issuance)."""
     marks = _BY_DAEMON.get(daemon)
     if marks is None:
         marks = _BY_DAEMON[daemon] = MailboxMarks(daemon.cfg, daemon.sessions, daemon.source)
-    marks.run()
+    r = marks.run()
+    if not daemon.cfg.mailbox_staff.enabled:
+        return None
+    return (f"approved {len(r.approved)}, rejected {len(r.rejected)}, "
+            f"refused {len(r.refused)}")
 
 
 def open_refusals(session: Session) -> list[dict[str, object]]:

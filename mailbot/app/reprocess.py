@@ -6,8 +6,9 @@ from sqlalchemy import Engine, or_, select
 
 from mailbot.app.analysis import analyse_and_judge
 from mailbot.app.judging import case_recorder
+from mailbot.app.notices import app_sessions
 from mailbot.config import Config
-from mailbot.db import make_engine, session_factory
+from mailbot.db import make_engine
 from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PARKED, Message
 from mailbot.intake.processor import Processor, ProcessReport
 
@@ -20,7 +21,7 @@ def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
     targets not found or not parked, the processing report).
     """
     eng = engine or make_engine(cfg.database_url)
-    sessions = session_factory(eng)
+    sessions = app_sessions(cfg, eng)  # answers to the reprocessed mail are queued
     reset: list[int] = []
     unknown: list[str] = []
     with sessions() as s:

@@ -14,6 +14,7 @@ from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.models import MESSAGE_OVERSIZE, MESSAGE_PARKED, MailboxState, Message
 from mailbot.mailbox.url import source_from_config
+from mailbot.outbox.models import COPY_FAILED, COPY_PENDING, FAILED, QUEUED, OutboxMessage
 from mailbot.pki.ca import key_status
 
 
@@ -60,6 +61,28 @@ def collect_status(cfg: Config) -> dict[str, Any]:
                     "mailbox_refusals": open_refusals(s),
                     # how the CA key is kept (read without opening it); a warning when the
                     # soft key is in clear
-                    "ca": key_status(cfg).as_dict()}
+                    "ca": key_status(cfg).as_dict(),
+                    "outbox": _outbox(s)}
     finally:
         engine.dispose()
+
+
+def _outbox(s: Any) -> dict[str, Any]:
+    """Outgoing mail: counts by state, the queue's oldest, failed mail and failed Sent copies."""
+    states = dict(s.execute(select(OutboxMessage.state, func.count())
+                            .group_by(OutboxMessage.state)).all())
+    oldest = s.scalar(select(func.min(OutboxMessage.created_at))
+                      .where(OutboxMessage.state == QUEUED))
+    copies = dict(s.execute(select(OutboxMessage.copy_state, func.count())
+                            .group_by(OutboxMessage.copy_state)).all())
+
+    def rows(*where: Any) -> list[dict[str, Any]]:
+        return [{"id": r.id, "ref": r.case_ref, "template": r.template, "to": list(r.to_addrs),
+                 "attempts": r.attempts, "error": r.last_error, "copy_error": r.copy_error,
+                 "created_at": _iso(r.created_at)}
+                for r in s.scalars(select(OutboxMessage).where(*where).order_by(OutboxMessage.id))]
+
+    return {"states": states, "queued_since": _iso(oldest),
+            "copies_pending": int(copies.get(COPY_PENDING, 0)),
+            "failed": rows(OutboxMessage.state == FAILED),
+            "copy_failed": rows(OutboxMessage.copy_state == COPY_FAILED)}

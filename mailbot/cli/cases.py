@@ -22,9 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot.app.judging import rule_context
+from mailbot.app.notices import app_sessions
 from mailbot.cases import register as case_register
 from mailbot.cases import workflow
-from mailbot.cases.audit import verify_chain
+from mailbot.cases.audit import key_lost_mark, verify_chain
 from mailbot.cases.models import CASE_STATES, AuditEntry, Case, CaseNotice
 from mailbot.cases.store import CaseStore
 from mailbot.cli.errors import OperationFailed, UsageError
@@ -66,7 +67,8 @@ def _write(args: argparse.Namespace, action: Callable[[Session], T]) -> T:
     try:
         for attempt in range(1, WRITE_TRIES + 1):
             try:
-                with session_factory(engine)() as s:
+                # app's sessions: the commit queues the mail the action asks for
+                with app_sessions(args.config, engine)() as s:
                     result = action(s)
                     s.commit()
                     return result
@@ -103,12 +105,19 @@ def _required(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
     return configured_required(args.config.rules_dir)
 
 
-def case_summary(case: Case) -> dict[str, Any]:
+URGENT_TEXT = "!! URGENT 紧急"
+KEY_LOST_TEXT = ("key lost, leaked or damaged: revoke with reason keyCompromise / "
+                 "密钥丢失、泄露或损毁，按 keyCompromise 尽快注销")
+
+
+def case_summary(case: Case, urgent: bool | None = None) -> dict[str, Any]:
+    """One case for `list`; `urgent` when known (a list looks it up for all at once)."""
     return {"ref": case.ref, "kind": case.kind, "state": case.state, "company": case.company,
             "applicant_address": case.applicant_address,
             "created_at": case.created_at.isoformat(), "updated_at": case.updated_at.isoformat(),
             "confirmed_by": case.confirmed_by,
-            "to_call": case.state == "delivered" and case.called_at is None}
+            "to_call": case.state == "delivered" and case.called_at is None,
+            "urgent": workflow.is_urgent(case) if urgent is None else urgent}
 
 
 def case_detail(session: Session, case: Case,
@@ -121,8 +130,11 @@ def case_detail(session: Session, case: Case,
     store = CaseStore(session, required)
     messages = session.scalars(select(Message).where(Message.case_id == case.id)
                                .order_by(Message.id)).all()
+    mark = key_lost_mark(session, case)
     return {
         **case_summary(case),
+        "key_lost": ({"by": mark.actor, "at": mark.at.isoformat(), "reason": mark.reason}
+                     if mark is not None else None),
         "fields": {f.key: {"value": f.value, "source": f.source} for f in case.fields},
         "missing": store.missing_materials(case),
         "findings": [{"code": f.code, "severity": f.severity, "detail": f.detail,
@@ -159,14 +171,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
         if args.to_call:
             q = q.where(Case.state == "delivered", Case.called_at.is_(None))
         cases = s.scalars(q).all()
+        urgent = workflow.urgent_case_ids(s)
         if args.json:
-            print(json.dumps([case_summary(c) for c in cases], ensure_ascii=False, indent=1))
+            print(json.dumps([case_summary(c, c.id in urgent) for c in cases],
+                             ensure_ascii=False, indent=1))
             return 0
         print(f"{'ref 编号':<14} {'kind 类别':<9} {'state 状态':<28} company 企业")
         for c in cases:
             state = f"{c.state} {STATE_NAMES.get(c.state, '')}"
-            print(f"{c.ref:<14} {c.kind:<9} {state:<28} {c.company or '-'}")
+            mark = f"  {URGENT_TEXT}" if c.id in urgent else ""
+            print(f"{c.ref:<14} {c.kind:<9} {state:<28} {c.company or '-'}{mark}")
         print(f"{len(cases)} case(s) / 共 {len(cases)} 件")
+        shown = sum(1 for c in cases if c.id in urgent)
+        if shown:
+            print(f"{shown} urgent / 紧急 {shown} 件: {KEY_LOST_TEXT}")
     return 0
 
 
@@ -182,6 +200,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 0
     print(f"{detail['ref']}  {detail['kind']}  {detail['state']} {STATE_NAMES.get(detail['state'], '')}")
     print(f"company 企业: {detail['company'] or '-'}   reply to 回复地址: {detail['applicant_address']}")
+    if detail["urgent"]:
+        print(f"{URGENT_TEXT}: {KEY_LOST_TEXT}")
+    if detail["key_lost"]:
+        mark = detail["key_lost"]
+        print(f"key lost 密钥丢失: marked by {mark['by']} {mark['at'][:19]}: {mark['reason']}")
     print("fields 表单字段:")
     for key, f in detail["fields"].items():
         print(f"  {key}: {f['value']} ({f['source']})")
@@ -301,6 +324,23 @@ def _cmd_override(args: argparse.Namespace) -> int:
     return _write(args, act)
 
 
+def _cmd_key_lost(args: argparse.Namespace) -> int:
+    by = _staff_name(args.by)
+
+    def act(s: Session) -> int:
+        case = _case(s, args.ref)
+        notice = workflow.mark_key_lost(s, case, by=by, reason=args.reason,
+                                        required=_required(args), **rule_context(args.config))
+        what = f"key marked lost, leaked or damaged by {by}"
+        if workflow.is_urgent(case):
+            what += f"; {URGENT_TEXT}: {KEY_LOST_TEXT}"
+        else:  # the operator switched the rule off
+            what += ("; but rule key_compromise is switched off in rules.toml: the revocation "
+                     "reason stays cessationOfOperation")
+        return _done(case, what, notice)
+    return _write(args, act)
+
+
 def _cmd_called(args: argparse.Namespace) -> int:
     by = _staff_name(args.by)
 
@@ -333,7 +373,8 @@ def _cmd_new(args: argparse.Namespace) -> int:
     require_schema(url)
     engine = make_engine(url)
     try:
-        result = new_from_dir(args.config, session_factory(engine), Path(args.from_dir), by=by)
+        result = new_from_dir(args.config, app_sessions(args.config, engine),
+                              Path(args.from_dir), by=by)
     except StaffActionFailed as exc:
         raise OperationFailed(str(exc), "现场受理失败") from None
     finally:
@@ -448,6 +489,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = staff("override", _cmd_override, "override the open findings of CODE / 人工放行",
               reason=True)
     p.add_argument("code")
+    p = staff("key-lost", _cmd_key_lost, "a revocation whose key was lost, leaked or damaged: "
+              "urgent, reason keyCompromise / 密钥丢失、泄露或损毁")
+    p.add_argument("--reason", metavar="TEXT", help="what the applicant said / 说明")
     staff("called", _cmd_called, "the handler was called after delivery / 已回访")
     p = csub.add_parser("export", help="the case's mails and attachments into DIR / 导出材料")
     p.add_argument("ref")

@@ -14,13 +14,18 @@ from mailbot.db import require_schema
 
 log = logging.getLogger(__name__)
 
+JOB_TITLES = {"mailbox": "staff marks / 邮箱审核标记", "issuance": "issuance / 签发",
+              "outbox": "outbox / 发件", "expiry": "expiry / 过期", "digest": "digest / 日报"}
+
 
 def _prepare(cfg: Config) -> None:
     """Folders and schema as `mailbot init` makes them, so `run` works on a fresh ./var; the
     CA: the soft test CA made on the first start where [ca] is left at its defaults, else
     checked to be there (a missing key or SDF device refuses the start: one line, exit 1)."""
+    from mailbot.app.outbox_job import check_outbox
     from mailbot.app.workspace import init_workspace, prepare_ca
 
+    check_outbox(cfg)  # a broken template or a missing notice font: refused before any work
     init_workspace(cfg)
     made = prepare_ca(cfg)
     if made:
@@ -43,6 +48,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"oversize {i.oversize}, moved {i.moved}")
     print(f"processing / 处理: processed {p.processed}, cases opened {p.cases_opened}, "
           f"failed {p.failed}, parked {len(p.parked)}")
+    for name, summary in report.summaries.items():
+        print(f"{JOB_TITLES.get(name, name)}: {summary}")
     if report.move_error:  # reported, but no failure of the run: the mail was processed
         print(f"mailbox / 邮箱: {i.move_failed} message(s) left in the inbox, moving failed:"
               f" {report.move_error} / 邮件已处理, 但未能移出收件箱", file=sys.stderr)
@@ -82,6 +89,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if ca_warning:  # on stderr, as `ca show` does
         print(f"mailbot: warning: {ca_warning}", file=sys.stderr)
     nm = st["not_moved"]
+    ob = st["outbox"]
     sections = [
         ("Messages / 邮件:", [f"{k:<12} {n}" for k, n in sorted(st["messages"].items())],
          "(none / 无)"),
@@ -105,6 +113,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("Staff marks in the mailbox that were refused / 邮箱中被拒绝的审核标记:",
          [f"{r['ref']} ({r['state']}) {r['at']}: {r['reason']}"
           for r in st.get("mailbox_refusals", [])], "(none / 无)"),
+        ("Outgoing mail / 发件箱:",
+         [f"{k:<12} {n}" for k, n in sorted(ob["states"].items())]
+         + [f"queued since {ob['queued_since']}"] * bool(ob["queued_since"])
+         + [f"failed / 发送失败: #{r['id']} {r['ref'] or '-'} {r['template']} to "
+            f"{', '.join(r['to'])}: {r['error']}" for r in ob["failed"]]
+         + [f"no Sent copy / 未存入已发送: #{r['id']} {r['ref'] or '-'}: {r['copy_error']}"
+            for r in ob["copy_failed"]], "(none / 无)"),
     ]
     for title, lines, empty in sections:
         print(title)

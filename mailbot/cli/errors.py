@@ -114,6 +114,14 @@ def _pki_line(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+def _outbox_line(exc: BaseException) -> tuple[int, str] | None:
+    from mailbot.outbox.render import TemplateError
+
+    if isinstance(exc, TemplateError):  # the operator's templates_dir: a configuration matter
+        return EXIT_USAGE, f"mailbot: bad mail template: {one_line(str(exc))} / 邮件模板有误"
+    return None
+
+
 def describe(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line for an exception, chosen by what it means."""
     if isinstance(exc, CliError):
@@ -124,7 +132,7 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return EXIT_FAILED, f"mailbot: {exc}: {START_HINT}"
     if isinstance(exc, ConfigValueError):
         return EXIT_USAGE, f"mailbot: bad configuration: {one_line(str(exc))} / 配置有误"
-    for specific in (_sqlalchemy_line, _mailbox_line, _pki_line):
+    for specific in (_sqlalchemy_line, _mailbox_line, _pki_line, _outbox_line):
         found = specific(exc)
         if found is not None:
             return found

@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "mailbot.cli.daemon",
     "mailbot.cli.csr",
     "mailbot.cli.inspect",
+    "mailbot.cli.outbox",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -16,7 +16,14 @@ from typing import Any
 
 from mailbot.findings import Finding
 from mailbot.intake.attachments import classify_attachment, find_csr_in_text, sniff_type
-from mailbot.intake.classify import Headers, case_ref_from_ids, classify
+from mailbot.intake.classify import (
+    SPAM_HEADERS,
+    Headers,
+    case_ref_from_ids,
+    classify,
+    is_list_mail,
+    is_spam_marked,
+)
 from mailbot.intake.facts import (
     BODY_FILENAME,
     AttachmentFact,
@@ -52,8 +59,7 @@ _CSR_HINT = re.compile(r"-----BEGIN|[A-Za-z0-9+/]{120,}")
 # ---------------------------------------------------------------------------------------------
 def _headers(pm: ParsedMessage, subject: str) -> Headers:
     def text(name: str) -> str | None:
-        raw = pm.header(name)
-        return None if raw is None else decode_bytes(raw).strip()
+        return text_header(pm, name)
 
     from_addrs = pm.addresses("from")
     return Headers(
@@ -64,10 +70,16 @@ def _headers(pm: ParsedMessage, subject: str) -> Headers:
         precedence=text("precedence"),
         x_autoreply=text("x-autoreply"),
         x_autorespond=text("x-autorespond"),
+        x_mailbot_loop=text("x-mailbot-loop"),
         in_reply_to=pm.message_ids("in-reply-to"),
         references=pm.message_ids("references"),
         content_types=pm.content_types(),
     )
+
+
+def text_header(pm: ParsedMessage, name: str) -> str | None:
+    raw = pm.header(name)
+    return None if raw is None else decode_bytes(raw).strip()
 
 
 _MSGID = re.compile(r"<[^<>\s]+>")
@@ -205,6 +217,9 @@ def _analyse(raw: Any, settings: Mapping[str, Any],
     facts.references = h.references
     facts.date = pm.header_text("date") or None
     facts.return_path = h.return_path
+    facts.is_list = is_list_mail(text_header(pm, "list-id"), text_header(pm, "list-unsubscribe"),
+                                 text_header(pm, "list-post"), h.precedence)
+    facts.is_spam = is_spam_marked({name: text_header(pm, name) for name in SPAM_HEADERS})
 
     texts: list[tuple[str, str]] = []
     for part in pm.leaves:

@@ -27,6 +27,7 @@ class Headers:
     precedence: str | None = None
     x_autoreply: str | None = None
     x_autorespond: str | None = None
+    x_mailbot_loop: str | None = None  # set on every mail a mailbot sends
     in_reply_to: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     content_types: set[str] = field(default_factory=set)
@@ -51,6 +52,41 @@ def is_bounce(h: Headers) -> bool:
     return h.return_path is not None and h.return_path.strip().replace(" ", "") == "<>"
 
 
+# Spam verdicts that providers and filters write (SpamAssassin, Rspamd, Exchange, Tencent).
+SPAM_HEADERS = ("x-spam-flag", "x-spam-status", "x-spam", "x-spam-verdict",
+                "x-ms-exchange-organization-scl", "x-qq-spam")
+SPAM_SCL = 5  # Exchange's spam confidence level from which mail goes to Junk
+
+
+def is_list_mail(list_id: str | None, list_unsubscribe: str | None, list_post: str | None,
+                 precedence: str | None) -> bool:
+    """Mailing-list mail (RFC 2369/2919 headers, or Precedence: list/bulk): no notice for it."""
+    if any(v for v in (list_id, list_unsubscribe, list_post)):
+        return True
+    return bool(precedence) and precedence.strip().lower() in ("list", "bulk")
+
+
+def is_spam_marked(headers: Mapping[str, str | None]) -> bool:
+    """True when a filter on the way marked the mail as spam (then no notice is sent for
+    unrelated mail: the sender is most likely forged)."""
+    for name, value in headers.items():
+        if not value:
+            continue
+        word = value.strip().split(None, 1)[0].rstrip(",;").lower() if value.strip() else ""
+        if name == "x-ms-exchange-organization-scl":
+            try:
+                if int(word) >= SPAM_SCL:
+                    return True
+            except ValueError:
+                continue
+        elif name == "x-spam-verdict":
+            if word in ("spam", "junk"):
+                return True
+        elif word in ("yes", "true", "spam"):
+            return True
+    return False
+
+
 def is_auto_reply(h: Headers, settings: Mapping[str, Any] | None = None) -> bool:
     """RFC 3834 Auto-Submitted (not "no"), Precedence bulk/junk/list, X-Autoreply,
     X-Autorespond, or an automatic-reply subject. X-Auto-Response-Suppress is no sign."""
@@ -63,6 +99,8 @@ def is_auto_reply(h: Headers, settings: Mapping[str, Any] | None = None) -> bool
     if h.x_autoreply is not None and h.x_autoreply.strip().lower() not in ("no", "false", "0"):
         return True
     if h.x_autorespond is not None and h.x_autorespond.strip().lower() not in ("no", "false"):
+        return True
+    if h.x_mailbot_loop:  # one of our own answers came back (forwarded, From rewritten)
         return True
     return is_auto_reply_subject(h.subject, settings)
 

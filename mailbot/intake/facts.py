@@ -81,6 +81,8 @@ class MessageFacts:
     is_auto_submitted: bool = False
     is_auto_reply: bool = False
     is_bounce: bool = False
+    is_list: bool = False  # List-Id / List-Unsubscribe / Precedence: list or bulk
+    is_spam: bool = False  # a filter on the way marked it as spam
     is_revocation_hint: bool = False
     is_application_subject: bool = False
     text_body: str = ""
@@ -97,6 +99,28 @@ class MessageFacts:
     def is_automatic(self) -> bool:
         """Never answer these (RFC 3834): auto replies and bounces."""
         return self.kind in ("auto_reply", "bounce")
+
+    @property
+    def reply_address(self) -> str | None:
+        """Where an answer goes: the Reply-To if present, else the From."""
+        return self.reply_to or self.from_addr
+
+    @property
+    def no_reply_reason(self) -> str | None:
+        """Why no answer may go to this message at all (RFC 3834), or why unrelated mail gets
+        no notice (list, spam); None when it may be answered."""
+        if self.kind == "bounce" or self.is_bounce:
+            return "bounce"
+        if self.kind == "auto_reply" or self.is_auto_reply:
+            return "automatic"
+        path = (self.return_path or "").strip().replace(" ", "")
+        if path == "<>" or not self.reply_address:
+            return "null_sender"
+        if self.is_list:
+            return "list"
+        if self.is_spam:
+            return "spam"
+        return None
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)

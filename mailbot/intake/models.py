@@ -27,6 +27,16 @@ MESSAGE_DUPLICATE = "duplicate"  # the same Message-ID or bytes were recorded be
 MESSAGE_PARKED = "parked"  # failed max_attempts times; waits for `mailbot reprocess`
 MESSAGE_OVERSIZE = "oversize"  # over the size limit: left on the server, not fetched
 
+# Message.no_reply_reason: never answer automatic mail, a bounce or a null sender (RFC 3834);
+# mailing-list and spam-marked mail gets no notice unless it is an application.
+NO_REPLY_AUTOMATIC = "automatic"
+NO_REPLY_BOUNCE = "bounce"
+NO_REPLY_NULL_SENDER = "null_sender"
+NO_REPLY_LIST = "list"
+NO_REPLY_SPAM = "spam"
+NO_REPLY_REASONS = (NO_REPLY_AUTOMATIC, NO_REPLY_BOUNCE, NO_REPLY_NULL_SENDER, NO_REPLY_LIST,
+                    NO_REPLY_SPAM)
+
 
 class MailboxState(Base):
     """Where reading a mailbox stands: UIDVALIDITY and the highest UID seen."""
@@ -65,6 +75,10 @@ class Message(Base):
     archive_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
     subject: Mapped[str | None] = mapped_column(Text, nullable=True)
     from_addr: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # Where an answer goes (Reply-To if present, else From), and why none may go at all
+    # (NO_REPLY_REASONS); the outbox reads these, intake decides them.
+    reply_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    no_reply_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
     date_header: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=now)
     status: Mapped[str] = mapped_column(String(20), default=MESSAGE_ARCHIVED)

@@ -357,5 +357,7 @@ def mark_processed(row: Message, facts: MessageFacts) -> None:
     row.kind = facts.kind
     if facts.subject:
         row.subject = facts.subject  # fully decoded, where ingest had only the header
+    row.reply_address = (facts.reply_address or "")[:320] or None
+    row.no_reply_reason = facts.no_reply_reason
     row.status = MESSAGE_PROCESSED
     row.processed_at = now()

@@ -173,6 +173,7 @@ def source_from_config(cfg: Config, **overrides: Any) -> MailSource:
         "idle_renew_seconds": cfg.intake.idle_renew_seconds,
         "poll_seconds": cfg.intake.poll_seconds,
         "fetch_batch": cfg.intake.fetch_batch,
+        "sent_folder_name": cfg.outbox.sent_folder.strip() or None,
     }
     options.update(overrides)
     return source_from_url(parsed, **options)

@@ -20,14 +20,15 @@ from asn1crypto import pem, x509
 from sqlalchemy import select
 
 from mailbot.app import issuance_job as job_mod
-from mailbot.app.issuance_job import HELD_ACTION, envelope_path, run_issuance
+from mailbot.app.issuance_job import HELD_ACTION, run_issuance
 from mailbot.app.jobs import JOBS
+from mailbot.app.notices import app_sessions
 from mailbot.cases import workflow
 from mailbot.cases.audit import append_audit, verify_chain
 from mailbot.cases.models import AuditEntry, Case, CaseField, CaseFinding, CaseNotice
-from mailbot.db import session_factory
 from mailbot.intake import archive
 from mailbot.intake.models import Message
+from mailbot.outbox.models import OutboxAttachment, OutboxMessage
 from mailbot.pki import envelope, sm2
 from mailbot.pki.ca import CaState, ca_certificate, init_ca, self_signed_root
 from mailbot.pki.crl import verify_crl
@@ -52,11 +53,19 @@ class Desk:
     def __init__(self, tmp_path: Path, db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
         self.cfg = make_config(tmp_path, db_url, "maildir:mail", workers=1)
         self.ca = init_ca(self.cfg)
-        self.sessions = session_factory(engine)
+        self.sessions = app_sessions(self.cfg, engine)  # commits queue the outgoing mail
         self.tmp = tmp_path
 
     def run(self, **kw):  # type: ignore[no-untyped-def]
         return run_issuance(self.cfg, self.sessions, ca=kw.pop("ca", self.ca), **kw)
+
+    def envelope(self, ref: str) -> bytes:
+        """The `envprivatekey` of the case's issued mail, as the outbox holds it."""
+        with self.sessions() as s:
+            return s.scalars(select(OutboxAttachment.data).join(
+                OutboxMessage, OutboxMessage.id == OutboxAttachment.outbox_id).where(
+                OutboxMessage.case_ref == ref, OutboxMessage.template == "issued",
+                OutboxAttachment.filename == "envprivatekey")).one()
 
     def case(self, ref: str):  # type: ignore[no-untyped-def]
         s = self.sessions()
@@ -148,10 +157,10 @@ def test_issues_an_approved_case_once_with_only_the_vetted_names(desk, user_csr,
     assert _subject(tmp_path, enc.der, "e.pem") == want
     user_pub = openssl("pkey", "-in", str(key), "-pubout").stdout
     assert openssl("x509", "-in", "s.pem", "-noout", "-pubkey", cwd=tmp_path).stdout == user_pub
-    # the envelope left for delivery opens with the applicant's key to the enc certificate's
-    env = envelope_path(desk.cfg, "XM-2026-0001", enc.serial)
-    assert env.stat().st_mode & 0o077 == 0
-    enc_d = envelope.open_envelope(load_private_key(key.read_bytes()), env.read_bytes())
+    # the envelope queued with the issued mail opens with the applicant's key to the enc
+    # certificate's
+    enc_d = envelope.open_envelope(load_private_key(key.read_bytes()),
+                                   desk.envelope("XM-2026-0001"))
     cert_pub = bytes(x509.Certificate.load(enc.der).public_key["public_key"].contents)[1:]
     assert sm2.public_key_of(enc_d) == cert_pub
     # a second run issues nothing more
@@ -367,7 +376,7 @@ def test_sdf_signer_generates_the_encryption_key_on_the_device(desk, user_csr, s
     with desk.sessions() as s:
         rows = {r.kind: r for r in s.query(IssuedCertificate).all()}
     _verify(tmp_path, ca, rows["sign"].der, rows["enc"].der)
-    env = envelope_path(desk.cfg, "XM-2026-0020", rows["enc"].serial).read_bytes()
+    env = desk.envelope("XM-2026-0020")
     enc_d = envelope.open_envelope(load_private_key(user_csr[0].read_bytes()), env)
     cert_pub = bytes(x509.Certificate.load(rows["enc"].der).public_key["public_key"].contents)
     assert sm2.public_key_of(enc_d) == cert_pub[1:]
