@@ -23,13 +23,14 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import timing  # noqa: E402  (bench/timing.py)
 
 from mailbot.pki import der, envelope, sm2  # noqa: E402
 from mailbot.pki.signer.soft import private_key_pem  # noqa: E402
@@ -45,17 +46,7 @@ class Row:
 
 
 def rate(fn: Callable[[], object], seconds: float, min_ops: int = 10) -> float:
-    """Operations per second of fn over about `seconds` (after one warm-up call)."""
-    fn()
-    ops = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        fn()
-        ops += 1
-        if ops >= min_ops and time.perf_counter() >= deadline:
-            break
-    return ops / (time.perf_counter() - start)
+    return timing.rate(fn, seconds, min_ops)
 
 
 def _gmssl_sm4(key: bytes, data: bytes, decrypting: bool) -> bytes:

@@ -23,13 +23,14 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from timing import rate  # noqa: E402  (bench/timing.py)
 
 from mailbot.pki import csr, sm2  # noqa: E402
 
@@ -54,18 +55,6 @@ def section(fn: Section) -> Section:
     return fn
 
 
-def rate(fn: Callable[[], object], seconds: float, min_ops: int = 20) -> float:
-    """Operations per second of fn over about `seconds` (after one warm-up call)."""
-    fn()
-    ops = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        fn()
-        ops += 1
-        if ops >= min_ops and time.perf_counter() >= deadline:
-            break
-    return ops / (time.perf_counter() - start)
 
 
 def openssl_speed_sm2(seconds: float) -> tuple[float, float]:

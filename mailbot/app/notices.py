@@ -223,8 +223,7 @@ def outgoing_for_notice(session: Session, cfg: Config, case: Case, notice: Any,
                 blocked = "the envelope (envprivatekey) of this pair is not available"
         else:
             context["revoked_at"] = when
-            context["reason_text"] = REVOCATION_TEXT.get(
-                certs[0].revocation_reason if certs else "", "按申请注销")
+            context["reason"] = (certs[0].revocation_reason if certs else None) or "unspecified"
     return Outgoing(
         template=notice.template, from_addr=cfg.smtp.from_address, to_addrs=[to] if to else [],
         message_id=make_message_id(case.ref, cfg.smtp.message_id_domain),
@@ -233,12 +232,6 @@ def outgoing_for_notice(session: Session, cfg: Config, case: Case, notice: Any,
         context=context, case_id=case.id, case_ref=case.ref,
         message_row_id=answered.id if answered else None, notice_id=notice.id,
         cap_exempt=cap_exempt, attachments=attachments, blocked=blocked)
-
-
-REVOCATION_TEXT = {"keyCompromise": "私钥丢失、泄露或损毁（须知四）",
-                   "cessationOfOperation": "按申请注销",
-                   "affiliationChanged": "单位名称变更",
-                   "superseded": "已更换新证书"}
 
 
 def base_context(cfg: Config, *, case: Case | None, message: Message | None,

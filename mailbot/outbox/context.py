@@ -28,7 +28,9 @@ issued           org_code; issued_at "2026-11-30 10:02"; certificates: [{"role":
                  "sm3_fingerprint": upper-case hex pairs joined by ":"}];
                  root_chain_path: where to download the SM2 root chain;
                  notice_filename: NOTICE_FILENAME
-revoked          org_code; revoked_at; reason_text (e.g. "密钥丢失、泄露或损毁"); certificates:
+revoked          org_code; revoked_at; reason: the CRLReason ("keyCompromise", …), which
+                 the preparer turns into reason_text (templates/findings.toml
+                 [labels.revocation_reasons]) before rendering; certificates:
                  as for issued (the revoked pair); root_chain_path; notice_filename
 unrelated        nothing more (what this mailbox is for, the subject form, the hotline)
 digest           date "2026-11-30"; to_call: [{"ref", "company", "handler_name",

@@ -29,12 +29,16 @@ class Preparer:
         self.loop_marker = loop_marker
 
     def __call__(self, session: Session, row: OutboxMessage) -> bytes:
-        rendered = self.renderer.render(row.template, row.context)
+        context = dict(row.context)
+        if "reason" in context and row.template == ctx.REVOKED:  # the code, said in Chinese
+            context["reason_text"] = self.renderer.sentences.labels["revocation_reasons"].get(
+                str(context["reason"]), "")
+        rendered = self.renderer.render(row.template, context)
         files = [(a.filename, a.content_type, a.data) for a in session.scalars(
             select(OutboxAttachment).where(OutboxAttachment.outbox_id == row.id)
             .order_by(OutboxAttachment.position, OutboxAttachment.id))]
         if row.template in NOTICE_TEMPLATES:
-            pdf = render_notice(row.template, row.context, font=self.notice_font)
+            pdf = render_notice(row.template, context, font=self.notice_font)
             files.append((ctx.NOTICE_FILENAME, PDF_TYPE, pdf))
         return compose(from_addr=row.from_addr, to_addrs=list(row.to_addrs),
                        subject=rendered.subject, text=rendered.text, html=rendered.html,

@@ -19,7 +19,7 @@ from jinja2 import Environment, StrictUndefined, Template, TemplateError
 from mailbot.config import DEFAULT_TEMPLATES_DIR
 
 SENTENCES_FILE = "findings.toml"
-LABEL_TABLES = ("materials", "roles", "fields", "attachment_reasons")
+LABEL_TABLES = ("materials", "roles", "fields", "attachment_reasons", "revocation_reasons")
 QUOTE_MAX = 60  # characters of an applicant's value quoted in a sentence: keeps it one line
 # Said of a code with no entry (a code added without its sentence): never silent for the applicant.
 FALLBACK = "申请中有一项需要处理（{code}），工作人员将与您电话联系说明。"
