@@ -125,7 +125,7 @@ class MailboxStaffConfig:
     approve_flag: str = "\\Flagged"  # a system flag or a keyword, e.g. "$label1"
     approve_folder: str = "已确认"
     reject_folder: str = "退回"
-    flag_poll_seconds: int = 30  # the daemon looks at flags and folders this often; 0: per cycle
+    flag_poll_seconds: int = 5  # how often the daemon looks at flags and folders; 0: per cycle
     approved_keyword: str = "$MailbotApproved"  # the approval mark was acted on
     rejected_keyword: str = "$MailbotRejected"  # the rejection mark was acted on
     refused_keyword: str = "$MailbotRefused"  # the workflow refused the mark (see the log)

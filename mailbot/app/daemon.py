@@ -1,11 +1,15 @@
-"""The daemon: every job once per cycle (mail first), IDLE or polling between cycles.
+"""The daemon: the mail path at once when mail arrives, periodic jobs when they fall due.
 
-`run_once` runs every job once and returns; `run_forever` loops on the mailbox's
-`wait_for_changes` (IMAP IDLE where offered), reconnects with backoff when a job cannot
-reach its server or database, and stops cleanly on SIGTERM/SIGINT: no new work is taken,
-the step in hand finishes, and a wait (IDLE, poll, reconnect backoff) ends within a second.
-Every step is transactional, so stopping (or being killed) anywhere loses nothing: the next
-start picks up from the database.
+`run_once` runs every job once, in CONTRACTS.md's order, and returns. `run_forever` runs them
+all at start, then waits in the mailbox's `wait_for_changes` (IMAP IDLE where offered; a
+Maildir is looked at every second) until new mail arrives or the next periodic job falls due
+(app/schedule.py, apscheduler's triggers): new mail runs the mail path (mail, staff marks,
+issuance, outbox), so it is answered within a second or two; a due job runs with what it
+leads to (a staff mark to issuance and the outbox). A job that cannot reach its server or
+database makes the daemon reconnect with backoff; SIGTERM/SIGINT take no new work, finish the
+step in hand, and end a wait (IDLE, poll, reconnect backoff) within a second. Every step is
+transactional, so stopping (or being killed) anywhere loses nothing: the next start picks up
+from the database.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,12 +28,15 @@ from mailbot.app.analysis import analyse_and_judge
 from mailbot.app.jobs import JOBS
 from mailbot.app.judging import case_recorder
 from mailbot.app.notices import app_sessions
+from mailbot.app.schedule import Schedule
 from mailbot.config import Config
 from mailbot.db import make_engine
 from mailbot.intake.ingest import IngestReport
 from mailbot.intake.pipeline import IntakePipeline
 from mailbot.intake.processor import ProcessReport
 from mailbot.mailbox.base import MailboxError, MailSource
+from mailbot.mailbox.maildir import WATCH_SECONDS, MaildirSource
+from mailbot.outbox.sender import next_attempt
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,12 @@ BACKOFF_MAX = 300.0
 # daemon's patient six: someone (or cron) waits for the answer, and the next run tries again.
 ONCE_RECONNECTS = 1
 NEEDS_MAILBOX = frozenset({"mailbox"})  # jobs skipped when the mail job found it unreachable
+# New mail runs these; a staff mark found leads on to issuance and the outbox.
+MAIL_PATH = ("mail", "mailbox", "issuance", "outbox")
+LEADS_TO = {"marks": ("mailbox", "issuance", "outbox"), "outbox": ("outbox",),
+            "expiry": ("expiry", "outbox"),
+            "digest": ("digest", "outbox")}
+MIN_WAIT = 0.2  # seconds: a due job is run now, not in a busy loop
 
 
 
@@ -58,10 +71,15 @@ class CycleReport:
 
 class Daemon:
     def __init__(self, cfg: Config, *, source: MailSource | None = None,
-                 engine: Engine | None = None, once: bool = False) -> None:
+                 engine: Engine | None = None, once: bool = False,
+                 still_held: Callable[[], bool] | None = None) -> None:
         self.cfg = cfg
+        # The one-instance lock (app/instance.py): a daemon that lost it stops, exit 1.
+        self.still_held = still_held
+        self._told_how = False
         self._stop = threading.Event()
         self.mailbox_down = False  # this cycle's mail job could not reach the mailbox
+        self.polling_marks = False  # the marks job runs for the flag poll alone (app/schedule)
         self._waiting = 0  # depth of nested waits (IDLE, and the mailbox's backoff inside it)
         self._own_engine = engine is None
         self.engine = engine or make_engine(cfg.database_url)
@@ -121,10 +139,14 @@ class Daemon:
                 signal.signal(sig, handler)
 
     # -- one cycle --------------------------------------------------------------------------
-    def cycle(self, *, full_sweep: bool | None = None) -> CycleReport:
-        """Every job once, mail first; a job that fails is reported and the others still run."""
+    def cycle(self, *, full_sweep: bool | None = None,
+              only: Collection[str] | None = None) -> CycleReport:
+        """Every job once (or the jobs named in `only`), mail first, in JOBS' order; a job
+        that fails is reported and the others still run."""
         report = CycleReport()
         self.mailbox_down = False
+        if only is None:
+            self.polling_marks = False
 
         def mail(_daemon: Daemon) -> None:
             got = self.intake.cycle(full_sweep=full_sweep, should_stop=lambda: self.stopping)
@@ -133,6 +155,8 @@ class Daemon:
             report.stopped = got.intake.stopped
 
         for name, job in [("mail", mail), *JOBS]:
+            if only is not None and name not in only:
+                continue
             if self.stopping:
                 report.stopped = True
                 break
@@ -148,6 +172,8 @@ class Daemon:
                 log.warning("job %s failed: %s: %s", name, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 report.errors.append(f"{name}: {exc}")
+        if only is not None and "mail" not in only:
+            return report
         i, p = report.intake, report.processing
         log.info("cycle: listed %d, new %d, duplicate %d, oversize %d, moved %d, not moved %d;"
                  " processed %d, cases opened %d, failed %d, parked %d", i.listed, i.archived,
@@ -167,20 +193,31 @@ class Daemon:
     # -- the loop ---------------------------------------------------------------------------
     def run_forever(self) -> int:
         backoff = BACKOFF_START
+        self.schedule = Schedule.for_config(self.cfg)
         try:
             with self._signals():
+                report = self.cycle()  # everything once at start
+                self._schedule_outbox()
                 while not self.stopping:
-                    report = self.cycle()
+                    if self.still_held is not None and not self.still_held():
+                        log.error("the one-instance lock was lost (the database session ended"
+                                  " or the lock file was removed): stopping")
+                        return 1
+                    self._tell_how_mail_is_noticed()
                     if report.errors:
                         # A server or the database is out of reach: reconnect after a while.
                         log.warning("trying again in %.0f s", backoff)
                         self.source.close()
                         self.sleep(backoff)
                         backoff = min(backoff * 2, BACKOFF_MAX)
+                        report = self.cycle()
                         continue
                     backoff = BACKOFF_START
                     with self._wait():
-                        self.source.wait_for_changes(self.wait_seconds())
+                        changed = self.source.wait_for_changes(self.wait_seconds())
+                    names = self.due_jobs(mail=changed)
+                    report = self.cycle(only=names) if names else CycleReport()
+                    self._schedule_outbox()
         except Shutdown:
             pass
         finally:
@@ -188,14 +225,47 @@ class Daemon:
         log.info("stopped cleanly")
         return 0
 
+    def _tell_how_mail_is_noticed(self) -> None:
+        """Once, after the first connection: IDLE, or polling every N s."""
+        if self._told_how or self.mailbox_down:
+            return
+        self._told_how = True
+        if isinstance(self.source, MaildirSource):
+            log.info("new mail noticed by looking at the Maildir every %g s", WATCH_SECONDS)
+            return
+        try:
+            idle = self.source.supports_idle()
+        except Exception:  # noqa: BLE001 - only informative; the next cycle reports the mailbox
+            return
+        seconds = float(getattr(self.source, "poll_seconds", 0))
+        log.info("new mail noticed by %s", "IDLE" if idle else f"polling every {seconds:g} s")
+
+    def _schedule_outbox(self) -> None:
+        """Wake for the outbox's next retry (a temporary SMTP failure's backoff)."""
+        try:
+            with self.sessions() as s:
+                self.schedule.set_due("outbox", next_attempt(s))
+        except Exception as exc:  # noqa: BLE001 - the database is checked by the next cycle
+            log.debug("outbox's next attempt unknown: %s", exc)
+
+    def due_jobs(self, *, mail: bool) -> set[str]:
+        """What to run now: the mail path after new mail (or when intake's sweep is due),
+        and each periodic job that fell due, with what it leads to."""
+        names: set[str] = set(MAIL_PATH) if mail or self.intake.sweep_due() else set()
+        self.polling_marks = not names  # only the flag poll: skip unchanged folders
+        for job in self.schedule.due():
+            names.update(LEADS_TO.get(job, (job,)))
+        return names
+
     def wait_seconds(self) -> float:
-        """How long to wait for mail before the next cycle: until intake's next sweep, but
-        no longer than [mailbox_staff] flag_poll_seconds, so staff's flags and folders are
-        seen within that (IDLE on the inbox does not tell of a flag set in 已处理)."""
+        """How long to wait for mail: until intake's next sweep or the next periodic job
+        (a staff mark within [mailbox_staff] flag_poll_seconds: IDLE on the inbox does not
+        tell of a flag set in 已处理), whichever comes first."""
         wait = self.intake.wait_seconds()
-        staff = self.cfg.mailbox_staff
-        if staff.enabled and staff.flag_poll_seconds > 0:
-            wait = min(wait, max(1.0, float(staff.flag_poll_seconds)))
+        schedule = getattr(self, "schedule", None) or Schedule.for_config(self.cfg)
+        until_job = schedule.seconds_until_next()
+        if until_job is not None:
+            wait = min(wait, max(MIN_WAIT, until_job))
         return wait
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from mailbot.app.notices import base_context, our_addresses
 from mailbot.cases.models import Case, CaseFinding
 from mailbot.cases.workflow import to_call
 from mailbot.config import Config
+from mailbot.faults import crash_point
 from mailbot.intake.models import MESSAGE_PARKED, MailboxState, Message
 from mailbot.outbox import context as ctx
 from mailbot.outbox.models import COPY_FAILED, FAILED, OutboxMessage
@@ -65,6 +66,7 @@ def run_digest(cfg: Config, sessions: sessionmaker[Session], *,
             message_row_id=None, notice_id=None, cap_exempt=True, attachments=[]),
             our_addresses=our_addresses(cfg), daily_cap=cfg.outbox.daily_cap, now=at)
         s.commit()
+    crash_point("digest_after_commit")
     return True
 
 

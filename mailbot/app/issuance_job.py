@@ -40,6 +40,7 @@ from mailbot.cases import workflow
 from mailbot.cases.audit import append_audit
 from mailbot.cases.models import AuditEntry, Case
 from mailbot.config import Config, load_rule_settings
+from mailbot.faults import crash_point
 from mailbot.intake import archive
 from mailbot.intake.analyse import analyse_message
 from mailbot.intake.facts import MessageFacts
@@ -135,12 +136,16 @@ def _one(cfg: Config, sessions: sessionmaker[Session], ca: CaState,
                 return  # another process took it meanwhile
             if case.kind == "new":
                 _issue(cfg, s, ca, settings, case)
+                crash_point("issue_before_commit")
                 s.commit()
+                crash_point("issue_after_commit")
                 run.issued.append(ref)
                 log.info("case %s: certificates issued", ref)
             elif case.kind == "revoke":
                 crl_der = _revoke(cfg, s, ca, settings, case)
+                crash_point("revoke_before_commit")
                 s.commit()
+                crash_point("revoke_after_commit")
                 run.revoked.append(ref)
                 log.info("case %s: certificates revoked", ref)
             else:
@@ -157,7 +162,7 @@ def _one(cfg: Config, sessions: sessionmaker[Session], ca: CaState,
         return
     if crl_der is not None:
         # after the commit: a CRL file never lists what the database does not (a kill just
-        # here leaves the file behind until the next revocation or `mailbot ca crl`)
+        # here leaves the old file until the next start's CRL job writes the database's CRL)
         run.crl_written = write_crl(cfg.var_path(cfg.ca.crl_path), crl_der) or run.crl_written
 
 

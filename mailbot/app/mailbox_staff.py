@@ -48,6 +48,7 @@ from mailbot.cases import workflow
 from mailbot.cases.audit import append_audit
 from mailbot.cases.models import AuditEntry, Case
 from mailbot.config import Config, ConfigError
+from mailbot.faults import crash_point
 from mailbot.intake.models import MESSAGE_ARCHIVED, Message
 from mailbot.mailbox.base import INBOX, MailboxError, MailSource, MessageRef
 from mailbot.mailbox.imap import search_criteria  # the check the server's SEARCH needs
@@ -119,6 +120,7 @@ class MailboxMarks:
         self.policy = workflow.Policy.from_config(cfg.cases)
         self._folders_made = False
         self._noted: set[tuple[str, str]] = set()  # (Message-ID or key, why): logged once
+        self._states: dict[str, object] | None = None  # the watched folders as last handled
 
     # -- finding marks ----------------------------------------------------------------------
     def marks(self) -> list[Mark]:
@@ -163,16 +165,30 @@ class MailboxMarks:
             log.info("%d refused mark(s) cleared by staff: a new flag counts again", len(refs))
         return len(refs)
 
+    def watched_states(self) -> dict[str, object] | None:
+        """The state of every folder a mark sits in, or None when the mailbox cannot tell
+        (no CONDSTORE): a poll that finds them unchanged has nothing to do."""
+        folders = (self.cfg.intake.processed_folder, self.ms.approve_folder,
+                   self.ms.reject_folder)
+        states = {f: self.source.folder_state(f) for f in folders}
+        return None if any(v is None for v in states.values()) else dict(states)
+
     # -- acting -----------------------------------------------------------------------------
-    def run(self) -> MarksReport:
+    def run(self, *, if_changed: bool = False) -> MarksReport:
+        """Act on every mark; with `if_changed` (the daemon's frequent poll) only when a
+        watched folder changed since the last run (INBOX changes wake the daemon anyway)."""
         report = MarksReport()
         if not self.ms.enabled:
             return report
         self.source.open()
+        states = self.watched_states()
+        if if_changed and states is not None and states == self._states:
+            return report
         self._make_folders()
         report.cleared = self._clear_stale_refusals()
         found = self.marks()
         if not found:
+            self._states = states
             return report
         mids = self.source.message_ids([m.ref for m in found])
         for mark in found:
@@ -182,6 +198,8 @@ class MailboxMarks:
         if report.approved or report.rejected or report.refused:
             log.info("mailbox marks: %d approval(s), %d rejection(s), %d refused",
                      len(report.approved), len(report.rejected), len(report.refused))
+        # Our own keywords changed the folders: the next poll looks once more, then rests.
+        self._states = None
         return report
 
     def _note_once(self, key: str, why: str, text: str, *args: object) -> None:
@@ -282,6 +300,7 @@ class MailboxMarks:
                 s.rollback()
                 return self._refused(s, mark, mid, case.id, str(exc))
             s.commit()
+            crash_point("mark_before_keyword")
             if mark.action == APPROVE:
                 log.info("case %s: approved by %s (%s on %s) -> %s", case.ref, actor,
                          mark.where, mid, case.state)
@@ -334,7 +353,7 @@ def mailbox_job(daemon: Daemon) -> str | None:
     marks = _BY_DAEMON.get(daemon)
     if marks is None:
         marks = _BY_DAEMON[daemon] = MailboxMarks(daemon.cfg, daemon.sessions, daemon.source)
-    r = marks.run()
+    r = marks.run(if_changed=daemon.polling_marks)
     if not daemon.cfg.mailbox_staff.enabled:
         return None
     return (f"approved {len(r.approved)}, rejected {len(r.rejected)}, "

@@ -26,6 +26,7 @@ from mailbot.app.notices import queue_pending
 from mailbot.cases import workflow
 from mailbot.cases.models import Case
 from mailbot.config import Config
+from mailbot.faults import crash_point
 from mailbot.mailbox.base import MailboxError, MailSource
 from mailbot.outbox.models import SENT, OutboxMessage
 from mailbot.outbox.notice import find_font
@@ -140,8 +141,10 @@ def mark_delivered(sessions: sessionmaker[Session]) -> list[str]:
                                 via=workflow.SYSTEM,
                                 reason="result mail accepted by the SMTP server")
             done.append(case.ref)
+            crash_point("delivered_before_commit")
         s.commit()
     for ref in done:
+        crash_point("delivered_after_commit")
         log.info("case %s delivered", ref)
     return done
 
@@ -165,6 +168,8 @@ def _copy_sent(cfg: Config, sessions: sessionmaker[Session], source: MailSource,
                     log.warning("no Sent copy of %s after %d tries: %s", row.message_id,
                                 row.copy_attempts, exc)
                 break  # the mailbox refuses now: the rest wait for the next run
+            crash_point("copy_after_append")
             mark_copy_done(s, row)
             s.commit()
+            crash_point("copy_after_commit")
             run.copies += 1

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import Engine, or_, select
 
 from mailbot.app.analysis import analyse_and_judge
@@ -12,13 +16,19 @@ from mailbot.db import make_engine
 from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PARKED, Message
 from mailbot.intake.processor import Processor, ProcessReport
 
+# progress(done, total, what): called from a watcher thread while the messages are processed
+Progress = Callable[[int, int, str], None]
+PROGRESS_SECONDS = 0.5  # how often the watcher reads the count (the printer throttles further)
+
 
 def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
-              engine: Engine | None = None) -> tuple[list[int], list[str], ProcessReport]:
+              engine: Engine | None = None, progress: Progress | None = None
+              ) -> tuple[list[int], list[str], ProcessReport]:
     """Put parked messages back to `archived` (attempts reset) and process them.
 
     targets: message row ids or Message-IDs (with or without <>). Returns (row ids reset,
-    targets not found or not parked, the processing report).
+    targets not found or not parked, the processing report). `progress`, when given, hears
+    how many of them are done while they are processed, and once at the end.
     """
     eng = engine or make_engine(cfg.database_url)
     sessions = app_sessions(cfg, eng)  # answers to the reprocessed mail are queued
@@ -46,8 +56,37 @@ def reprocess(cfg: Config, targets: list[str], *, all_parked: bool = False,
         sink = case_recorder(cfg)
         with Processor(cfg, sessions, sink, analyse=analyse_and_judge) as proc:
             proc.submit(reset)
-            proc.drain()
+            with _watching(proc, len(reset), progress):
+                proc.drain()
             report = proc.report
     if engine is None:
         eng.dispose()
     return sorted(reset), unknown, report
+
+
+@contextmanager
+def _watching(proc: Processor, total: int, progress: Progress | None) -> Iterator[None]:
+    """Tell `progress` every PROGRESS_SECONDS how many of `total` messages are done (recorded
+    or failed), and once more when the block ends."""
+    if progress is None:
+        yield
+        return
+
+    def done() -> int:
+        report = proc.report
+        return min(report.processed + report.failed, total)
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(PROGRESS_SECONDS):
+            progress(done(), total, "messages")
+
+    watcher = threading.Thread(target=watch, name="mailbot-reprocess-progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+    progress(done(), total, "messages")

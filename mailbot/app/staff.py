@@ -13,7 +13,7 @@ import mimetypes
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -38,6 +38,9 @@ from mailbot.mailbox.base import INBOX, MessageRef
 HALL_SOURCE = "hall:"  # the identity of the one-message source of 现场受理
 SUBJECT_TAIL = "+数字证书申办"
 MAX_FILES = 50
+
+# progress(done, total, what) of 现场受理: files read, then the analysis (total 0: a stage)
+Progress = Callable[[int, int, str], None]
 
 
 class StaffActionFailed(Exception):
@@ -98,7 +101,8 @@ def _form_of(files: list[Path]) -> dict[str, str]:
     return {}
 
 
-def hall_message(cfg: Config, folder: Path, by: str) -> bytes:
+def hall_message(cfg: Config, folder: Path, by: str, *,
+                 progress: Progress | None = None) -> bytes:
     """The files of `folder` as one application mail from staff member `by`."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
@@ -114,11 +118,13 @@ def hall_message(cfg: Config, folder: Path, by: str) -> bytes:
     msg["Message-ID"] = f"<hall.{uuid.uuid4().hex}@{cfg.smtp.message_id_domain}>"
     msg["X-Mailbot-Hall"] = "现场受理"
     msg.set_content(f"现场受理：{by} 于服务大厅收取的申请材料（{len(files)} 个文件）。\n")
-    for path in files:
+    for n, path in enumerate(files, 1):
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         maintype, _, subtype = ctype.partition("/")
         msg.add_attachment(path.read_bytes(), maintype=maintype, subtype=subtype,
                            filename=path.name)
+        if progress is not None:
+            progress(n, len(files), "files read")
     return msg.as_bytes()
 
 
@@ -149,13 +155,18 @@ def take_in(cfg: Config, sessions: sessionmaker[Session], raw: bytes) -> int:
 
 
 def new_from_dir(cfg: Config, sessions: sessionmaker[Session], folder: Path, *,
-                 by: str) -> HallResult:
+                 by: str, progress: Progress | None = None) -> HallResult:
     """Take in an application handed in at the hall (take_in), then note in the case's log
-    who took it in."""
+    who took it in. `progress` hears of the files read, then of the analysis."""
     name = by.strip()
     if not folder.is_dir():
         raise StaffActionFailed(f"{folder}: no such folder")
-    row_id = take_in(cfg, sessions, hall_message(cfg, folder, name))
+    raw = hall_message(cfg, folder, name, progress=progress)
+    if progress is not None:
+        size = (f"{len(raw) / 2**20:.1f} MB" if len(raw) >= 2**20
+                else f"{max(len(raw) // 1024, 1)} KB")
+        progress(0, 0, f"archiving and analysing the application ({size})")
+    row_id = take_in(cfg, sessions, raw)
     with sessions() as s:
         message = s.get(Message, row_id)
         case = s.get(Case, message.case_id) if message is not None and message.case_id else None

@@ -367,18 +367,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_new(args: argparse.Namespace) -> int:
     from mailbot.app.staff import StaffActionFailed, new_from_dir
+    from mailbot.cli.logs import ProgressLine
 
     by = _staff_name(args.by)
     url = args.config.database_url
     require_schema(url)
     engine = make_engine(url)
     try:
-        result = new_from_dir(args.config, app_sessions(args.config, engine),
-                              Path(args.from_dir), by=by)
+        with ProgressLine("cases new") as progress:  # on stderr; stdout keeps its one line
+            result = new_from_dir(args.config, app_sessions(args.config, engine),
+                                  Path(args.from_dir), by=by, progress=progress)
     except StaffActionFailed as exc:
         raise OperationFailed(str(exc), "现场受理失败") from None
     finally:
         engine.dispose()
+    progress.finish(f"{result.ref} {result.state}")
     print(f"{result.ref}: taken in by {by} (message {result.message_row_id}); now "
           f"{result.state} {STATE_NAMES.get(result.state, '')}")
     return 0

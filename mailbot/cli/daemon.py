@@ -15,7 +15,8 @@ from mailbot.db import require_schema
 log = logging.getLogger(__name__)
 
 JOB_TITLES = {"mailbox": "staff marks / 邮箱审核标记", "issuance": "issuance / 签发",
-              "outbox": "outbox / 发件", "expiry": "expiry / 过期", "digest": "digest / 日报"}
+              "outbox": "outbox / 发件", "expiry": "expiry / 过期", "crl": "CRL / 证书撤销列表",
+              "digest": "digest / 日报"}
 
 
 def _prepare(cfg: Config) -> None:
@@ -34,15 +35,24 @@ def _prepare(cfg: Config) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from mailbot.app.daemon import Daemon
+    from mailbot.app.instance import hold_instance_lock, startup_line
+    from mailbot.db import make_engine
 
     cfg: Config = args.config
     # A failure to start or of the run itself (mailbox, database) propagates to the one
-    # handler in mailbot.cli.main: one line, exit 1 (2 for a configuration mistake).
-    _prepare(cfg)
-    daemon = Daemon(cfg, once=args.once)
-    if not args.once:
-        return daemon.run_forever()
-    report = daemon.run_once()
+    # handler in mailbot.cli.main: one line, exit 1 (2 for a configuration mistake); so
+    # does a second instance on this mailbox and database, refused before it makes anything.
+    lock_engine = make_engine(cfg.database_url)  # the lock's own: the daemon has its engine
+    try:
+        with hold_instance_lock(cfg, lock_engine) as lock:
+            _prepare(cfg)
+            daemon = Daemon(cfg, once=args.once, still_held=lock.still_held)
+            if not args.once:
+                print(startup_line(cfg, daemon.source), file=sys.stderr, flush=True)
+                return daemon.run_forever()
+            report = daemon.run_once()
+    finally:
+        lock_engine.dispose()
     i, p = report.intake, report.processing
     print(f"intake / 收件: listed {i.listed}, new {i.archived}, duplicate {i.duplicates}, "
           f"oversize {i.oversize}, moved {i.moved}")
@@ -63,13 +73,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_reprocess(args: argparse.Namespace) -> int:
     from mailbot.app.reprocess import reprocess
+    from mailbot.cli.logs import ProgressLine
 
     if not args.targets and not args.all_parked:
         raise UsageError("reprocess: name message rows or Message-IDs, or --all-parked",
                          "请指定邮件编号或 Message-ID，或 --all-parked")
     cfg: Config = args.config
     require_schema(cfg.database_url)  # nothing to reprocess, and nothing created, without one
-    reset, unknown, report = reprocess(cfg, args.targets, all_parked=args.all_parked)
+    with ProgressLine("reprocess") as progress:  # on stderr; stdout's summary stays as it is
+        reset, unknown, report = reprocess(cfg, args.targets, all_parked=args.all_parked,
+                                           progress=progress)
+    if reset:
+        progress.finish()
     for t in unknown:
         print(f"not parked or not found / 未找到或未搁置: {t}", file=sys.stderr)
     print(f"reprocess / 重新处理: {len(reset)} message(s); processed {report.processed}, "
@@ -113,6 +128,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         ("Staff marks in the mailbox that were refused / 邮箱中被拒绝的审核标记:",
          [f"{r['ref']} ({r['state']}) {r['at']}: {r['reason']}"
           for r in st.get("mailbox_refusals", [])], "(none / 无)"),
+        ("Waiting for staff / 待工作人员处理:",
+         [f"{'!! URGENT 紧急 ' if r['urgent'] else ''}{r['ref']} {r['company'] or ''}: {what}"
+          for key, what in (("confirmation", "phone confirmation / 待电话确认"),
+                            ("issuance", "approved, not issued / 已审核、未签发"),
+                            ("call", "delivered, call the handler / 已发送、待致电经办人"))
+          for r in st["waiting"][key]], "(none / 无)"),
         ("Outgoing mail / 发件箱:",
          [f"{k:<12} {n}" for k, n in sorted(ob["states"].items())]
          + [f"queued since {ob['queued_since']}"] * bool(ob["queued_since"])

@@ -132,6 +132,10 @@ def describe(exc: BaseException) -> tuple[int, str]:
         return EXIT_FAILED, f"mailbot: {exc}: {START_HINT}"
     if isinstance(exc, ConfigValueError):
         return EXIT_USAGE, f"mailbot: bad configuration: {one_line(str(exc))} / 配置有误"
+    from mailbot.app.instance import InstanceLocked
+
+    if isinstance(exc, InstanceLocked):  # a second `run` on one mailbox and database
+        return EXIT_FAILED, f"mailbot: {one_line(str(exc))} / 该邮箱已由另一个 mailbot run 服务"
     for specific in (_sqlalchemy_line, _mailbox_line, _pki_line, _outbox_line):
         found = specific(exc)
         if found is not None:

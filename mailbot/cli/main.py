@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 import tomllib
@@ -18,6 +17,14 @@ from typing import NoReturn
 
 from mailbot import __version__
 from mailbot.cli.errors import EXIT_CLOSED_PIPE, ConfigError, UsageError, quiet_stdout, report
+from mailbot.cli.logs import (
+    LOG_FORMATS,
+    error_lines,
+    log_format,
+    protect,
+    restore_stderr,
+    set_up_logging,
+)
 from mailbot.config import Config
 from mailbot.config import ConfigError as ConfigValueError
 
@@ -30,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "mailbot.cli.csr",
     "mailbot.cli.inspect",
     "mailbot.cli.outbox",
+    "mailbot.cli.demo",
 ]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -63,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", type=log_level, metavar="LEVEL",
                         default=os.environ.get("MAILBOT_LOG_LEVEL", "INFO"),
                         help=f"{', '.join(LOG_LEVELS)} (default: $MAILBOT_LOG_LEVEL, else INFO)")
+    parser.add_argument("--log-format", type=log_format, metavar="FORMAT",
+                        default=os.environ.get("MAILBOT_LOG_FORMAT", "text"),
+                        help=f"{' or '.join(LOG_FORMATS)}: json is one object per line (default:"
+                             " $MAILBOT_LOG_FORMAT, else text) / 日志格式")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error / 出错时显示调用栈")
     parser.add_argument("--version", action="version", version=f"mailbot {__version__}")
@@ -113,18 +125,26 @@ def check_config(cfg: Config, path: str | None = None) -> None:
         raise ConfigError(f"bad configuration{where}: {exc}") from None
 
 
+def protect_config(cfg: Config) -> None:
+    """The logs hide the secrets this configuration names: its password variables' values
+    and any password written in its URLs."""
+    protect(names=(cfg.mailbox.password_env, cfg.smtp.password_env, cfg.database.password_env,
+                   cfg.ca.key_passphrase_env, cfg.ca.sdf_password_env),
+            urls=(cfg.mailbox.url, cfg.smtp.url, cfg.database.url))
+
+
 def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    logging.basicConfig(level=getattr(logging, args.log_level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    set_up_logging(args.log_level, args.log_format)  # secrets are taken out of every line
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     args.config = load_config(args.config)
+    protect_config(args.config)
     rc = int(args.func(args) or 0)
     sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
     return rc
@@ -139,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet_stdout()
         return EXIT_CLOSED_PIPE
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the one place errors end
+        error_lines()  # with --log-format json the error line is a JSON object (level ERROR)
         return report(exc, debug=debug)
+    finally:
+        restore_stderr()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,16 +75,36 @@ def workers_can_start(pool: cf.ProcessPoolExecutor) -> bool:
 
 
 def worker_init() -> None:
-    """Ignore stop signals, and leave as soon as the daemon is gone.
+    """Ignore stop signals, and die with the daemon, however it dies.
 
     SIGTERM or SIGINT sent to the whole process group (systemd, Ctrl-C) is the daemon's to
     handle: it finishes the current step and then stops its workers. A killed daemon
-    (SIGKILL, OOM) cannot tell its pool to stop and a worker waiting for work never notices
-    on its own; the worker's parent (the daemon, or the forkserver, which leaves with it)
-    changes when the daemon dies: that is the sign to go.
+    (SIGKILL, OOM) cannot tell its pool to stop, and a worker waiting for work never notices
+    on its own: on Linux the kernel kills the worker with its parent (the daemon, or the
+    forkserver, which leaves with it: PR_SET_PDEATHSIG); elsewhere a thread watches for the
+    parent to change. So no worker outlives the daemon holding its sockets and files open.
     """
+    import ctypes
+    import sys
+
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    if (sys.platform.startswith("linux")
+            and ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) == 0):
+        # The daemon may have died between fork and prctl, and then no signal comes: our
+        # parent must still be the daemon, or the forkserver with the daemon as its parent.
+        daemon = multiprocessing.parent_process()  # the daemon, whichever start method
+        parent = os.getppid()
+        if daemon is not None and parent != daemon.pid:
+            try:  # /proc/PID/stat is "pid (comm) state ppid ..."; comm may hold ") "
+                with open(f"/proc/{parent}/stat", encoding="ascii", errors="replace") as fh:
+                    grandparent: int | None = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                grandparent = None
+            if grandparent != daemon.pid:
+                os._exit(0)
+        return
     parent = os.getppid()
 
     def watch() -> None:

@@ -277,6 +277,7 @@ class Processor:
                     opened = self._store(s, items)
                     crash_point("during_processing")
                     s.commit()
+                    crash_point("after_cases_commit")
                 return opened
             except IntegrityError:
                 if attempt == COMMIT_TRIES:

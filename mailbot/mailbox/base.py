@@ -14,7 +14,7 @@ declared capabilities (`keyed_by_uid`, `streams_large`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -160,6 +160,12 @@ class MailSource(Protocol):
         """Where Sent copies go: the \\Sent special-use folder, else the configured name,
         else the first of SENT_FALLBACKS that exists, else SENT_DEFAULT ("Sent", under the
         namespace; created on first append). The mailbox's own name for it."""
+
+    def folder_state(self, folder: str) -> Hashable | None:
+        """A value that changes whenever the folder's messages or their flags change (IMAP:
+        STATUS with CONDSTORE's HIGHESTMODSEQ; Maildir: its file names, which carry the
+        flags), so a watcher can skip an unchanged folder; None when the mailbox cannot
+        tell cheaply (then look every time)."""
 
     def list_folder(self, folder: str) -> list[MessageRef]:
         """Every message in `folder` (e.g. 已确认, 退回), oldest first; [] if it does not exist."""

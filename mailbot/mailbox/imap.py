@@ -17,7 +17,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from typing import Any, TypeVar
@@ -49,6 +49,8 @@ CLIENT_ID = {
 }
 
 CLOSE_TIMEOUT = 5.0  # seconds the LOGOUT on close may take
+# What tells of any change to a folder: a new or removed message, or (CONDSTORE) a flag.
+STATE_ITEMS = [b"MESSAGES", b"UIDNEXT", b"UIDVALIDITY", b"HIGHESTMODSEQ"]
 
 # What a dropped or dead connection raises: socket errors and timeouts (OSError, ssl.SSLError)
 # and imaplib's abort (EOF, BYE, protocol desync).
@@ -128,6 +130,7 @@ class ImapSource:
         # Per connection: the personal namespace (prefix, separator) and resolved names.
         self._namespace: tuple[str, str] | None = None
         self._resolved: dict[str, str] = {}
+        self._listed_up_to: int | None = None  # the highest inbox UID the last listing saw
 
     # -- lifecycle -------------------------------------------------------------------------
     def open(self) -> None:
@@ -393,6 +396,7 @@ class ImapSource:
             self._select(client, name)
             # "UID n:*" always matches the last message, even below n: filter afterwards.
             uids = [u for u in client.search(["UID", f"{since_uid + 1}:*"]) if u > since_uid]
+            self._listed_up_to = max([since_uid, *uids])
             return self._meta(client, self.folder, uids)
 
         return self._call(op, "list")
@@ -626,6 +630,22 @@ class ImapSource:
 
         return self._call(op, "list folders")
 
+    def folder_state(self, folder: str) -> Hashable | None:
+        if not self._has("CONDSTORE"):
+            return None  # flags can change without any STATUS item showing it
+
+        def op(client: IMAPClient) -> Hashable:
+            name = self._resolve(client, folder)
+            try:
+                status = client.folder_status(name, STATE_ITEMS)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error:
+                return ("missing", name)  # not made yet (or gone): a change when it comes
+            return tuple(sorted((bytes(k), int(v)) for k, v in status.items()))
+
+        return self._call(op, f"status {folder}")
+
     # -- waiting ---------------------------------------------------------------------------
     def wait_for_changes(self, timeout: float) -> bool:
         if not self.supports_idle():
@@ -633,7 +653,10 @@ class ImapSource:
             return True
         try:
             client = self.ensure_connected()
-            self._select(client, self._resolve(client, self.folder))
+            name = self._resolve(client, self.folder)
+            self._select(client, name)
+            if self._arrived_since_listing(client):
+                return True  # came while we were busy: IDLE would only tell of later mail
             return self._idle(client, timeout)
         except DROP_ERRORS as exc:
             # Whatever happened while we were not listening is found by listing again.
@@ -641,6 +664,13 @@ class ImapSource:
             return True
         except imaplib.IMAP4.error as exc:
             raise MailboxError(f"{self.identity}: idle failed: {_reason(exc)}") from exc
+
+    def _arrived_since_listing(self, client: IMAPClient) -> bool:
+        seen = self._listed_up_to
+        if seen is None:
+            return False
+        client.noop()  # the server syncs its view of the mailbox first (SEARCH may not)
+        return any(u > seen for u in client.search(["UID", f"{seen + 1}:*"]))
 
     def _idle(self, client: IMAPClient, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import mailbox
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -38,6 +38,9 @@ FLAG_TO_LETTER = {v: k for k, v in LETTER_TO_FLAG.items()}
 KEYWORDS_FILE = "dovecot-keywords"
 INFO_SEP = ":2,"
 HEADER_LIMIT = 256 * 1024  # bytes read to find a message's header block
+
+
+WATCH_SECONDS = 1.0  # how often the daemon looks for new mail in a Maildir
 
 
 class MaildirSource:
@@ -242,7 +245,9 @@ class MaildirSource:
         os.rename(tmp, dest)
 
     def wait_for_changes(self, timeout: float) -> bool:
-        """Poll the inbox every poll_seconds (inotify is not worth it for a demo mailbox)."""
+        """Look at the inbox every WATCH_SECONDS, at most every poll_seconds: a directory
+        listing is cheap, and new mail is then noticed within a second (inotify is not worth
+        a dependency)."""
         if self._snapshot is None:
             self._snapshot = self._names(INBOX)
         waited = 0.0
@@ -253,9 +258,13 @@ class MaildirSource:
                 return True
             if waited >= timeout:
                 return False
-            step = min(self.poll_seconds, timeout - waited)
+            step = min(self.poll_seconds, WATCH_SECONDS, timeout - waited)
             self.sleep(step)
             waited += step
+
+    def folder_state(self, folder: str) -> Hashable | None:
+        # Maildir file names carry the flags (":2,FS"): the set of names is the state.
+        return hash(self._names(folder)) if self._folder_dir(folder).is_dir() else ("missing",)
 
     def sent_folder(self) -> str:
         if self.sent_folder_name:

@@ -45,6 +45,8 @@ from mailbot.config import ConfigError, MailboxConfig, OutboxConfig
 from mailbot.outbox.context import ISSUED, NOTICE_FILENAME, REVOKED, ROOT_CHAIN_PATH
 
 log = logging.getLogger(__name__)
+# fontTools logs every subset it makes (each glyph name) at INFO: noise in the daemon's log.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 TITLE = "中国电子口岸数字证书申请受理告知书"
 OFFICE = "中国电子口岸数据中心厦门分中心"

@@ -29,9 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailbot.faults import crash_point
 from mailbot.outbox.models import (
     COPY_DONE,
     COPY_FAILED,
@@ -125,6 +126,7 @@ def _send_one(session: Session, row_id: int, transport: Transport,
     session.commit()
     if claimed.rowcount != 1:  # another sender has it, or it changed since the snapshot
         return
+    crash_point("send_after_claim")
     row = session.get(OutboxMessage, row_id, populate_existing=True)
     assert row is not None
     problem = next(filter(None, (address_problem(normalise_address(a))
@@ -151,6 +153,7 @@ def _send_one(session: Session, row_id: int, transport: Transport,
             return
         raw = row.raw = bytes(raw)
     session.commit()  # the bytes every attempt sends; and no transaction is held over SMTP
+    crash_point("send_after_render")
     try:
         transport.send(raw, from_addr, to_addrs)
     except PermanentFailure as exc:
@@ -166,6 +169,7 @@ def _send_one(session: Session, row_id: int, transport: Transport,
         if isinstance(exc, ServerUnreachable):
             report.unreachable = str(exc)
         return
+    crash_point("send_after_accept")
     row.state = SENT
     row.sent_at = now()
     row.attempts += 1
@@ -177,6 +181,7 @@ def _send_one(session: Session, row_id: int, transport: Transport,
         log.error("outbox %d %s was accepted by %s but could not be recorded as sent: it may "
                   "be sent once more", row_id, row.message_id, transport.name)
         raise
+    crash_point("send_after_sent_commit")
     report.sent += 1
     log.info("outbox %d %s sent to %s", row_id, row.message_id, ", ".join(to_addrs))
 
@@ -261,3 +266,9 @@ def copy_failures(session: Session) -> list[OutboxMessage]:
     """Rows whose Sent copy was given up (for status)."""
     return list(session.scalars(select(OutboxMessage).where(
         OutboxMessage.copy_state == COPY_FAILED).order_by(OutboxMessage.id)))
+
+
+def next_attempt(session: Session) -> datetime | None:
+    """When the earliest queued mail is due (the daemon wakes for it); None when none is."""
+    return session.scalar(select(func.min(OutboxMessage.next_attempt_at))
+                          .where(OutboxMessage.state == QUEUED))

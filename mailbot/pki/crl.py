@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from asn1crypto import core, crl, pem, x509
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailbot import clock
@@ -282,6 +282,23 @@ def _stale(st: CrlState, ca: CaState, entries: list[crl.RevokedCertificate],
     if next_update is None or clock.now() >= next_update - renew_before:
         return "the last CRL is close to its next update"
     return None
+
+
+def crl_due(session: Session, *, next_update_days: int = 7) -> bool:
+    """Whether `current_crl` would make a new CRL, judged without the CA key (loading it may
+    take a passphrase's key derivation): no CRL yet, one close to its next update, or a
+    revocation since it was made. A True may still find the last CRL good."""
+    renew_before = timedelta(days=next_update_days) * CRL_RENEW_FRACTION
+    states = session.scalars(select(CrlState)).all()
+    if not states or any(not s.der or s.next_update is None or s.this_update is None
+                         for s in states):
+        return True
+    now = clock.now()
+    if any(now >= s.next_update - renew_before for s in states if s.next_update is not None):
+        return True
+    made = min(s.this_update for s in states if s.this_update is not None)
+    latest = session.scalar(select(func.max(IssuedCertificate.revoked_at)))
+    return latest is not None and latest >= made
 
 
 def current_crl(session: Session, ca: CaState, *, next_update_days: int = 7,

@@ -494,3 +494,32 @@ def test_settings_that_cannot_work_are_refused(key: str, value: object) -> None:
     setattr(cfg.mailbox_staff, key, value)
     with pytest.raises(ConfigError, match=key):
         check_settings(cfg)
+
+
+def test_the_frequent_poll_searches_only_when_a_watched_folder_changed(cfg, engine,
+                                                                       dovecot_user) -> None:
+    """With CONDSTORE (Dovecot has it) a poll whose STATUS of 已处理, 已确认 and 退回 is
+    unchanged does no search; a flag set by staff changes 已处理's HIGHESTMODSEQ."""
+    mid, _ref = _application(cfg, engine, dovecot_user, "厦门守静科技有限公司")
+    daemon = Daemon(cfg, engine=engine)
+    searches: list[str] = []
+    real = daemon.source.marked
+
+    def counting(folder: str, **kw: Any) -> Any:
+        searches.append(folder)
+        return real(folder, **kw)
+
+    daemon.source.marked = counting  # type: ignore[method-assign]
+    marks = MailboxMarks(cfg, daemon.sessions, daemon.source)
+    try:
+        marks.run(if_changed=True)  # the first look searches and remembers the folders
+        first = len(searches)
+        assert first > 0
+        marks.run(if_changed=True)
+        assert len(searches) == first  # nothing changed: no search at all
+        _flag(dovecot_user, "已处理", mid)
+        report = marks.run(if_changed=True)
+        assert len(report.approved) == 1 and len(searches) > first
+    finally:
+        daemon.close()
+    assert _case(engine, mid).state == "approved"

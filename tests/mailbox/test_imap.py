@@ -198,6 +198,33 @@ def test_idle_wakes_on_append(source: ImapSource, dovecot_user: DovecotUser) -> 
     assert len(source.list_messages()) == 1
 
 
+def test_mail_that_came_between_listing_and_idle_wakes_at_once(source: ImapSource,
+                                                                 dovecot_user: DovecotUser,
+                                                                 slept: Recorder) -> None:
+    """IDLE tells only of later mail: what came while the daemon was busy (after its listing,
+    before its IDLE) is found first, not at the next sweep."""
+    source.list_messages()
+    dovecot_user.append(make_mail(body="came while the daemon was busy"))
+    assert source.wait_for_changes(timeout=600) is True
+    assert len(source.list_messages()) == 1
+    assert source.wait_for_changes(timeout=0.2) is False  # nothing newer: IDLE, time out
+
+
+def test_folder_state_changes_with_a_flag(source: ImapSource, dovecot_user: DovecotUser) -> None:
+    """With CONDSTORE a STATUS tells of a flag set by another client (staff's red flag)."""
+    dovecot_user.append(make_mail(), folder="INBOX")
+    source.create_folder("已处理")
+    uid = dovecot_user.append(make_mail(), folder=source._resolve(source.ensure_connected(),
+                                                                   "已处理"))
+    before = source.folder_state("已处理")
+    assert before is not None and before == source.folder_state("已处理")
+    with dovecot_user.client() as c:
+        c.select_folder(source._resolve(source.ensure_connected(), "已处理"))
+        c.add_flags([uid], [b"\\Flagged"])
+    assert source.folder_state("已处理") != before
+    assert source.folder_state("没有这个") is not None  # a missing folder has a state too
+
+
 def test_idle_times_out_quietly_and_renews(dovecot_user: DovecotUser, slept: Recorder) -> None:
     with ImapSource(dovecot_user.url, idle_renew_seconds=0.1, sleep=slept) as src:
         assert src.wait_for_changes(timeout=0.35) is False

@@ -14,6 +14,9 @@ Fixtures:
   dovecot_nocreate_user
                   a user on the session's server whose CREATE is answered NO;
                   `allow_create()` / `refuse_create()` switch it.
+  dovecot_own, dovecot_own_user
+                  a server of the test's own (started only when asked for), which it may
+                  `stop()`, `start()` or `restart()` (same port: "Dovecot restarted").
 
 Every user can also `record_commands()` and read back `commands()`: what its connections
 sent after login (Dovecot's rawlog), e.g. to check that ID came first.
@@ -296,6 +299,12 @@ class DovecotServer:
             time.sleep(0.05)
         raise RuntimeError(f"dovecot did not answer on {self.host}:{self.port}\n{self.log_text()}")
 
+    def restart(self) -> None:
+        """Stop and start again on the same ports, as an operator restarting the service:
+        every connection drops; users, mail and flags stay."""
+        self.stop()
+        self.start()
+
     def stop(self) -> None:
         watchdog = getattr(self, "_watchdog", None)
         if watchdog is not None:
@@ -537,6 +546,21 @@ def dovecot_tls_user(dovecot_tls: DovecotServer) -> Iterator[DovecotUser]:
 def dovecot_user(dovecot: DovecotServer) -> Iterator[DovecotUser]:
     """A fresh user with an empty mailbox on the session's Dovecot."""
     user = dovecot.add_user()
+    yield user
+    user.close()
+
+
+@pytest.fixture
+def dovecot_own() -> Iterator[DovecotServer]:
+    """A Dovecot of the test's own, which it may stop, start and `restart()` without
+    disturbing the session's server (started only when asked for)."""
+    yield from _serve(tls=False)
+
+
+@pytest.fixture
+def dovecot_own_user(dovecot_own: DovecotServer) -> Iterator[DovecotUser]:
+    """A fresh user on the test's own Dovecot."""
+    user = dovecot_own.add_user()
     yield user
     user.close()
 

@@ -7,9 +7,10 @@ in the label cell, text split across runs, and every way of ticking 申请类别
 
 from __future__ import annotations
 
-import io
-import zipfile
 from xml.sax.saxutils import escape
+
+# The package itself (content types, relationships, document.xml) is the demo's form writer's.
+from mailbot.app.demo_forms import NS, package
 
 FILLED: dict[str, str] = {
     "applicant_org": "厦门某某科技有限公司",
@@ -33,24 +34,6 @@ PROMISE = ("我单位已阅读《中国电子口岸数字证书申请须知》�
            "事项。我单位向受理机构提供的信息和资料真实、有效，将按须知要求妥善保管密钥、使用数字证书。"
            "特此声明。")
 
-NS = ('xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" '
-      'xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006" '
-      'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships" '
-      'xmlns:wp="http://schemas.openxmlformats.org/drawingml/2006/wordprocessingDrawing" '
-      'xmlns:a="http://schemas.openxmlformats.org/drawingml/2006/main"')
-CONTENT_TYPES = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-    '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-    '<Default Extension="xml" ContentType="application/xml"/>'
-    '<Default Extension="png" ContentType="image/png"/>'
-    '<Override PartName="/word/document.xml" ContentType="application/vnd.openxmlformats-'
-    'officedocument.wordprocessingml.document.main+xml"/></Types>')
-RELS = (
-    '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
-    '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-    '<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
-    'relationships/officeDocument" Target="word/document.xml"/></Relationships>')
 TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082")
@@ -319,14 +302,3 @@ def scanned_form() -> bytes:
                'uri="http://schemas.openxmlformats.org/drawingml/2006/picture"/></a:graphic>'
                '</wp:inline></w:drawing></w:r>')
     return package(_document(_para(drawing)), {"word/media/image1.png": TINY_PNG})
-
-
-def package(document_xml: str, extra_parts: dict[str, bytes] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("[Content_Types].xml", CONTENT_TYPES)
-        zf.writestr("_rels/.rels", RELS)
-        zf.writestr("word/document.xml", document_xml.encode("utf-8"))
-        for name, data in (extra_parts or {}).items():
-            zf.writestr(name, data)
-    return buf.getvalue()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mailbot"
 LAYERS = ("mailbox", "intake", "rules", "cases", "pki", "outbox", "app", "cli")
-LEAVES = ("config", "db", "clock", "findings", "refs")
+LEAVES = ("config", "db", "clock", "findings", "refs", "faults")
 
 # What each layer must not import (DESIGN.md §2, issue 8 item 1).
 FORBIDDEN: dict[str, tuple[str, ...]] = {
