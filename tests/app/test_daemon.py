@@ -20,6 +20,7 @@ from mailbot.db import make_engine, session_factory
 from mailbot.intake import archive
 from mailbot.intake.models import MESSAGE_PARKED, MESSAGE_PROCESSED, Message
 from tests.support.intake import make_config, make_mail, write_config
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(120)
@@ -131,14 +132,7 @@ def test_parked_message_status_and_reprocess(tmp_path, db_url, engine, capsys) -
     assert _count(db_url, Case) == 2
 
 
-def _wait_for(pred, limit: float = 60.0) -> bool:
-    """Wait for another process to get somewhere (a deadline, not a fixed sleep)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
+_wait_for = wait_for
 
 
 @pytest.mark.timeout(180)

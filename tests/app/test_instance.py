@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,20 +34,14 @@ from mailbot.config import Config
 from mailbot.db import make_engine
 from mailbot.mailbox.url import source_from_config
 from tests.support.intake import make_config, make_mail, write_config
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
 pytestmark = pytest.mark.timeout(180)
 
 
-def _wait_for(pred: Callable[[], bool], limit: float = 60.0) -> bool:
-    """Wait for another process to get somewhere (a deadline, not a fixed sleep)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return False
+_wait_for = wait_for
 
 
 def _with_password(db_url: str) -> str:

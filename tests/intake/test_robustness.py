@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from mailbot.intake import analyse as analyse_mod
 from mailbot.intake.analyse import analyse_message
 from mailbot.intake.facts import KINDS, MATERIALS
 from mailbot.intake.mime import MAX_PARTS
-from tests.support.mailbuilders import Att, Mail, build, pdf
+from tests.support.mailbuilders import Att, Mail, build, pdf, zip_bomb
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 BASE = (GOLDEN / "001.eml").read_bytes()
@@ -136,20 +134,11 @@ def test_truncated_everywhere() -> None:
         check(BASE[:cut])
 
 
-def _zip_bomb(size: int = 64 * 1024 * 1024) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("营业执照.pdf", "w") as fh:
-            chunk = b"\0" * (1 << 20)
-            for _ in range(size >> 20):
-                fh.write(chunk)
-        zf.writestr("经办人身份证.pdf", pdf(300))
-    return buf.getvalue()
 
 
 @pytest.mark.timeout(120)
 def test_zip_bomb_is_refused_quickly_and_in_little_memory() -> None:
-    bomb = _zip_bomb()
+    bomb = zip_bomb()
     raw = build(Mail(subject="厦门测试公司+数字证书申办",
                      attachments=[Att("材料.zip", bomb, "application/zip", "ascii")]))
     tracemalloc.start()

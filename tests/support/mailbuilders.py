@@ -477,3 +477,20 @@ def plain(subject: str, text: str, headers: list[tuple[str, str]] | None = None,
     return build(Mail(subject=subject, text=text, from_addr=from_addr, charset=charset,
                       headers=headers or [], message_id=message_id, in_reply_to=in_reply_to,
                       references=references, client="outlook", subject_style="b"))
+
+
+def zip_bomb(size: int = 64 * 1024 * 1024, *, hostile_names: bool = False) -> bytes:
+    """A zip of a few tens of KB that inflates to `size` bytes, with a small second member
+    (named to escape the folder it is unpacked in, with `hostile_names`)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("营业执照.pdf", "w") as fh:
+            chunk = b"\0" * (1 << 20)
+            for _ in range(size >> 20):
+                fh.write(chunk)
+        if hostile_names:
+            zf.writestr("../../../../tmp/mailbot-e2e-escape.pdf", pdf(300))
+            zf.writestr("/etc/mailbot-e2e-absolute.jpg", b"\xff\xd8\xff\xe0" + b"\0" * 100)
+        else:
+            zf.writestr("经办人身份证.pdf", pdf(300))
+    return buf.getvalue()
