@@ -260,6 +260,12 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
     jobs = mailbot.app.daemon.JOBS
     if not replies:
         mailbot.app.daemon.JOBS = []  # the mail job alone
+    # Start-up is not timed: the mailbox login, the parse workers, the compiled templates.
+    from mailbot.app.outbox_job import make_preparer
+
+    daemon.source.open()
+    daemon.intake.processor.start()
+    make_preparer(cfg)
     profiler = None
     if profile:
         import cProfile

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -102,8 +104,24 @@ def _notice_font(cfg: Config) -> str:
 
 
 def make_preparer(cfg: Config) -> Preparer:
-    return Preparer(cfg.templates_dir, notice_font=_notice_font(cfg),
-                    loop_marker=cfg.mailbox.our_address)
+    """The preparer for this configuration, made once (compiling the templates and sentences
+    takes tens of ms) and made again when a file in the templates folder changed."""
+    return _preparer(str(cfg.templates_dir), _notice_font(cfg), cfg.mailbox.our_address,
+                     _folder_stamp(Path(cfg.templates_dir)))
+
+
+@lru_cache(maxsize=4)
+def _preparer(templates_dir: str, font: str, marker: str,
+              _stamp: tuple[tuple[str, int], ...]) -> Preparer:
+    return Preparer(templates_dir, notice_font=font, loop_marker=marker)
+
+
+def _folder_stamp(folder: Path) -> tuple[tuple[str, int], ...]:
+    try:
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in folder.iterdir()
+                            if p.is_file()))
+    except OSError:
+        return ()
 
 
 def run_outbox(cfg: Config, sessions: sessionmaker[Session], *, source: MailSource | None,
