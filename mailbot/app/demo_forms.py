@@ -66,7 +66,8 @@ def _para(text: str) -> str:
     return f"<w:p>{_run(text) if text else ''}</w:p>"
 
 
-def _cell(text: str, span: int = 1, vmerge: str | None = None) -> str:
+def cell_props(span: int = 1, vmerge: str | None = None) -> str:
+    """A table cell's width, column span and vertical merge ("restart" or "continue")."""
     props = '<w:tcW w:w="1400" w:type="dxa"/>'
     if span > 1:
         props += f'<w:gridSpan w:val="{span}"/>'
@@ -74,6 +75,11 @@ def _cell(text: str, span: int = 1, vmerge: str | None = None) -> str:
         props += '<w:vMerge w:val="restart"/>'
     elif vmerge == "continue":
         props += "<w:vMerge/>"
+    return props
+
+
+def _cell(text: str, span: int = 1, vmerge: str | None = None) -> str:
+    props = cell_props(span, vmerge)
     paras = "".join(_para(line) for line in text.split("\n"))
     return f"<w:tc><w:tcPr>{props}</w:tcPr>{paras}</w:tc>"
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailbot import clock
 from mailbot.app.issuance import case_fields
 from mailbot.app.notices import base_context, our_addresses
-from mailbot.cases.models import Case, CaseFinding
-from mailbot.cases.workflow import to_call
+from mailbot.cases.models import Case
+from mailbot.cases.workflow import to_call, urgent_case_ids
 from mailbot.config import Config
 from mailbot.faults import crash_point
 from mailbot.intake.models import MESSAGE_PARKED, MailboxState, Message
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WAITING_STATES = ("awaiting_confirmation", "approved")  # the call, or staff's next step
-URGENT_CODES = frozenset({"key_compromise"})
 
 
 def digest_job(daemon: Daemon) -> str | None:
@@ -123,9 +122,7 @@ def _to_call_row(case: Case) -> dict[str, Any]:
 def _awaiting(session: Session) -> list[dict[str, Any]]:
     cases = list(session.scalars(select(Case).where(Case.state.in_(WAITING_STATES))
                                  .order_by(Case.id)))
-    urgent = set(session.scalars(select(CaseFinding.case_id).where(
-        CaseFinding.case_id.in_([c.id for c in cases]), CaseFinding.code.in_(URGENT_CODES),
-        CaseFinding.resolved_at.is_(None), CaseFinding.overridden_by.is_(None))))
+    urgent = urgent_case_ids(session)
     rows = []
     for case in cases:
         fields = case_fields(case)

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mailbot.app.mailbox_staff import open_refusals
-from mailbot.cases.models import Case, CaseFinding
+from mailbot.cases.models import Case
+from mailbot.cases.workflow import urgent_case_ids
 from mailbot.config import Config
 from mailbot.db import make_engine, session_factory
 from mailbot.intake.models import MESSAGE_OVERSIZE, MESSAGE_PARKED, MailboxState, Message
@@ -92,11 +93,10 @@ def _outbox(s: Any) -> dict[str, Any]:
 def _waiting(s: Any) -> dict[str, Any]:
     """What waits for staff: the phone call before approval, issuance held back, and the call
     to the handler after delivery; key-loss revocations first, marked urgent."""
+    urgent = urgent_case_ids(s)
+
     def rows(*where: Any) -> list[dict[str, Any]]:
         cases = list(s.scalars(select(Case).where(*where).order_by(Case.id)))
-        urgent = set(s.scalars(select(CaseFinding.case_id).where(
-            CaseFinding.case_id.in_([c.id for c in cases]), CaseFinding.code == "key_compromise",
-            CaseFinding.resolved_at.is_(None), CaseFinding.overridden_by.is_(None))))
         out = [{"ref": c.ref, "kind": c.kind, "company": c.company, "state": c.state,
                 "since": _iso(c.state_changed_at), "urgent": c.id in urgent} for c in cases]
         return sorted(out, key=lambda r: not r["urgent"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -40,23 +39,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
             query = select(OutboxMessage).order_by(OutboxMessage.id)
             if args.state:
                 query = query.where(OutboxMessage.state == args.state)
-            rows = [_row(r) for r in s.scalars(query)]
+            found = list(s.scalars(query))
+            rows = [_row(r) for r in found]
+            created = [r.created_at for r in found]
     finally:
         engine.dispose()
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    for r in rows:
-        when = local(_parse(r["created_at"])).strftime("%m-%d %H:%M")
+    for r, at in zip(rows, created, strict=True):
+        when = local(at).strftime("%m-%d %H:%M") if at else "-"
         print(f"#{r['id']:<5} {when}  {r['ref'] or '-':<13} {r['template']:<15} "
               f"{r['state']} {STATE_NAMES.get(r['state'], '')}  {', '.join(r['to'])}"
               + (f"  ({r['error']})" if r["error"] and r["state"] != "sent" else ""))
     print(f"{len(rows)} mail(s) / 共 {len(rows)} 封")
     return 0
-
-
-def _parse(text: str | None) -> datetime:
-    return datetime.fromisoformat(text) if text else now()
 
 
 def _cmd_retry(args: argparse.Namespace) -> int:

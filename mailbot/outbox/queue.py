@@ -172,14 +172,7 @@ def _counts_today(session: Session, keys: Iterable[str], now: datetime) -> dict[
 
 
 def _count_today(session: Session, key: str, now: datetime) -> int:
-    # No autoflush: a batch's rows go in together at its commit, not one INSERT per count.
-    with session.no_autoflush:
-        stored = session.scalar(select(func.count()).select_from(OutboxMessage).where(
-            OutboxMessage.recipient_key == key,
-            OutboxMessage.created_at >= local_midnight(now),
-            OutboxMessage.state != SUPPRESSED)) or 0
-    return stored + sum(1 for row in _pending(session, now)
-                        if row.recipient_key == key and row.state != SUPPRESSED)
+    return _counts_today(session, [key], now).get(key, 0)
 
 
 def _pending(session: Session, now: datetime) -> list[OutboxMessage]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from xml.sax.saxutils import escape
 
 # The package itself (content types, relationships, document.xml) is the demo's form writer's.
-from mailbot.app.demo_forms import NS, package
+from mailbot.app.demo_forms import NS, cell_props, package
 
 FILLED: dict[str, str] = {
     "applicant_org": "厦门某某科技有限公司",
@@ -76,13 +76,7 @@ def _para(inner: str) -> str:
 def _cell(content: str, span: int = 1, vmerge: str | None = None, runs: Runs | None = None,
           raw: bool = False) -> str:
     runs = runs or Runs()
-    props = '<w:tcW w:w="1400" w:type="dxa"/>'
-    if span > 1:
-        props += f'<w:gridSpan w:val="{span}"/>'
-    if vmerge == "restart":
-        props += '<w:vMerge w:val="restart"/>'
-    elif vmerge == "continue":
-        props += "<w:vMerge/>"
+    props = cell_props(span, vmerge)
     if raw:
         paras = _para(content)
     else:
