@@ -8,10 +8,12 @@ staff overrode, and the database part: the certificates of ours known for its �
 organisation (`known_certificates`).
 
 Certificates are found for a code or a name in two ways: the vetted subject pki/issue.py
-writes (C, O, CN, serialNumber = 机构代码), and the fields of the case a certificate was
-issued for (`case_ref`), for certificates whose subject has no serialNumber.
+writes (C, O, CN, serialNumber = 机构代码), whose O and serialNumber the PKI keeps in
+columns of their own (subject_org, subject_serial_number), and the fields of the case a
+certificate was issued for (`case_ref`), for certificates whose subject has no serialNumber.
 `known_certificates` looks up many codes and names in one query, so intake asks once per
-batch, not once per message.
+batch, not once per message; the query's shape does not depend on how many (expanding IN
+lists), so SQLAlchemy compiles it once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from mailbot import clock
@@ -91,55 +93,47 @@ def _variants(values: Iterable[str | None], fold: Callable[[str], str]) -> list[
     return sorted(out)
 
 
-def _subject_names(der: bytes) -> tuple[str, str]:
-    """(O, serialNumber) of a certificate's subject; empty strings when absent or unreadable."""
-    from asn1crypto import x509
-    try:
-        names = x509.Certificate.load(bytes(der)).subject.native
-    except Exception:  # noqa: BLE001 - an unreadable row is matched by its case's fields
-        return "", ""
-
-    def one(key: str) -> str:
-        value = names.get(key)
-        if isinstance(value, list):
-            value = value[0] if value else ""
-        return str(value or "")
-    return one("organization_name"), one("serial_number")
+_ISSUED_FOR = aliased(Case)
+_CODE_FIELD = aliased(CaseField)
+_ORG_FIELD = aliased(CaseField)
+# One statement for every lookup, whatever the number of codes and names: the lists are
+# expanding IN parameters (an empty one matches nothing), so SQLAlchemy compiles it once and
+# takes it from its cache afterwards.
+_KNOWN = (
+    select(IssuedCertificate.case_ref, IssuedCertificate.serial, IssuedCertificate.kind,
+           IssuedCertificate.subject_serial_number, IssuedCertificate.subject_org,
+           IssuedCertificate.not_after, IssuedCertificate.revoked_at, _CODE_FIELD.value,
+           _ORG_FIELD.value, _ISSUED_FOR.company)
+    .outerjoin(_ISSUED_FOR, _ISSUED_FOR.ref == IssuedCertificate.case_ref)
+    .outerjoin(_CODE_FIELD, and_(_CODE_FIELD.case_id == _ISSUED_FOR.id,
+                                 _CODE_FIELD.key == "org_code"))
+    .outerjoin(_ORG_FIELD, and_(_ORG_FIELD.case_id == _ISSUED_FOR.id,
+                                _ORG_FIELD.key == "applicant_org"))
+    .where(IssuedCertificate.kind.in_(PAIR_KINDS),
+           or_(IssuedCertificate.subject_serial_number.in_(bindparam("codes", expanding=True)),
+               IssuedCertificate.subject_org.in_(bindparam("orgs", expanding=True)),
+               _CODE_FIELD.value.in_(bindparam("codes", expanding=True)),
+               _ORG_FIELD.value.in_(bindparam("orgs", expanding=True)),
+               _ISSUED_FOR.company.in_(bindparam("orgs", expanding=True))))
+    .order_by(IssuedCertificate.id))
 
 
 def known_certificates(session: Session, org_codes: Iterable[str | None],
                        organisations: Iterable[str | None]) -> CertificateIndex:
     """Our sign/enc certificates for any of these codes or names, in one query.
 
-    A row matches on its subject (serialNumber=code, O=name) or on the fields of the case it
-    was issued for; `CertificateIndex.for_case` then compares exactly (normalised codes, the
-    rules' same_company), so the query may find a little more than it keeps.
+    A row matches on its subject (its serialNumber or O column equal to a code or a name,
+    as given or normalised) or on the fields of the case it was issued for;
+    `CertificateIndex.for_case` then compares exactly (normalised codes, the rules'
+    same_company), so the query may find a little more than it keeps.
     """
     codes = _variants(org_codes, normalise_uscc)
     orgs = _variants(organisations, normalise_company)
     if not codes and not orgs:
         return CertificateIndex()
-    issued_for = aliased(Case)
-    code_f = aliased(CaseField)
-    org_f = aliased(CaseField)
-    cert = IssuedCertificate
-    conds = [cert.subject.contains(f"serialNumber={c}", autoescape=True) for c in codes]
-    conds += [cert.subject.contains(f"O={o}", autoescape=True) for o in orgs]
-    if codes:
-        conds.append(code_f.value.in_(codes))
-    if orgs:
-        conds += [org_f.value.in_(orgs), issued_for.company.in_(orgs)]
-    rows = session.execute(
-        select(cert.case_ref, cert.serial, cert.kind, cert.der, cert.not_after, cert.revoked_at,
-               code_f.value, org_f.value, issued_for.company)
-        .outerjoin(issued_for, issued_for.ref == cert.case_ref)
-        .outerjoin(code_f, and_(code_f.case_id == issued_for.id, code_f.key == "org_code"))
-        .outerjoin(org_f, and_(org_f.case_id == issued_for.id, org_f.key == "applicant_org"))
-        .where(cert.kind.in_(PAIR_KINDS), or_(*conds))
-        .order_by(cert.id)).all()
     index = CertificateIndex()
-    for ref, serial, kind, der, not_after, revoked_at, field_code, field_org, company in rows:
-        subject_org, subject_code = _subject_names(der)
+    for (ref, serial, kind, subject_code, subject_org, not_after, revoked_at, field_code,
+         field_org, company) in session.execute(_KNOWN, {"codes": codes, "orgs": orgs}):
         index.entries.append(_Known(ref, KnownCertificate(
             serial=serial, org_code=subject_code or field_code or "",
             organisation=subject_org or field_org or company or "",

@@ -32,7 +32,13 @@ from mailbot import clock
 from mailbot.pki import sm2
 from mailbot.pki.ca import SM3_WITH_SM2, CaState, dn_text, sig_alg, x509_time
 from mailbot.pki.errors import PkiError
-from mailbot.pki.models import REVOCATION_REASONS, REVOKE_REASONS, CrlState, IssuedCertificate
+from mailbot.pki.models import (
+    REVOCATION_REASONS,
+    REVOKE_REASONS,
+    CrlState,
+    IssuedCertificate,
+    subject_names,
+)
 
 # a new CRL once less than this share of [ca] crl_next_update_days is left before nextUpdate
 CRL_RENEW_FRACTION = 0.5
@@ -146,9 +152,11 @@ def certificate_row(session: Session, ca: CaState, data: bytes) -> IssuedCertifi
     if row is not None:
         return row
     tbs = cert["tbs_certificate"]
+    subject_org, subject_serial_number = subject_names(tbs["subject"])
     row = IssuedCertificate(
         issuer_key_id=ca.key_id_hex, issuer=dn_text(tbs["issuer"]), serial=hexserial,
         case_ref=None, kind=_kind_of(cert), subject=dn_text(tbs["subject"]),
+        subject_org=subject_org, subject_serial_number=subject_serial_number,
         not_before=cert.not_valid_before, not_after=cert.not_valid_after, der=cert.dump(),
         public_key=bytes(cert.public_key["public_key"].contents)[1:].hex())
     session.add(row)

@@ -40,7 +40,7 @@ from mailbot.pki.ca import (
     x509_time,
 )
 from mailbot.pki.errors import ApprovalRequired, PkiError
-from mailbot.pki.models import IssuedCertificate
+from mailbot.pki.models import IssuedCertificate, subject_names
 from mailbot.pki.signer import Issuance
 
 if TYPE_CHECKING:
@@ -207,9 +207,11 @@ def _issue_one(session: Session, ca: CaState, issuance: Issuance, *, kind: str,
         serial = random_serial()
         tbs = build_tbs(ca, kind=kind, subject=subject, public_key=public_key, serial=serial,
                         not_before=not_before, not_after=not_after, crl_url=crl_url)
+        subject_org, subject_serial_number = subject_names(subject)
         row = IssuedCertificate(
             issuer_key_id=ca.key_id_hex, issuer=dn_text(ca.subject), serial=f"{serial:x}",
             case_ref=approval.case_ref, kind=kind, subject=dn_text(subject),
+            subject_org=subject_org, subject_serial_number=subject_serial_number,
             not_before=not_before, not_after=not_after, der=b"", public_key=public_key.hex(),
             approval_audit_id=approval.audit_id, approved_by=approval.staff,
         )

@@ -7,12 +7,16 @@ by its id and staff name only (the case side records which certificates a case g
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailbot.clock import now
 from mailbot.db import Base, UTCDateTime
+
+if TYPE_CHECKING:
+    from asn1crypto import x509
 
 CERT_KINDS = ("sign", "enc", "ca")
 
@@ -25,6 +29,27 @@ REVOCATION_REASONS: dict[str, int] = {
 # What `revoke` accepts: every reason but removeFromCRL, which belongs to delta CRLs only
 # (RFC 5280 5.3.1) and never to the full CRLs this CA publishes.
 REVOKE_REASONS: tuple[str, ...] = tuple(r for r in REVOCATION_REASONS if r != "removeFromCRL")
+
+SUBJECT_ORG_MAX = 400  # column sizes of IssuedCertificate.subject_org / subject_serial_number
+SUBJECT_SERIAL_MAX = 64  # (X.520's upper bounds are 64 for both)
+
+
+def subject_names(name: x509.Name) -> tuple[str | None, str | None]:
+    """(O, serialNumber) of a subject, the first of each in the certificate's order, as
+    written; None when absent, unreadable, or longer than its column holds (no name or code
+    looked up is that long)."""
+    found: dict[str, object] = {}
+    try:
+        for rdn in name.chosen:
+            for atv in rdn:
+                key = atv["type"].native
+                if key in ("organization_name", "serial_number") and key not in found:
+                    found[key] = atv["value"].native
+    except Exception:  # noqa: BLE001 - a malformed name: nothing to look it up by
+        return None, None
+    org, code = found.get("organization_name"), found.get("serial_number")
+    return (org if isinstance(org, str) and 0 < len(org) <= SUBJECT_ORG_MAX else None,
+            code if isinstance(code, str) and 0 < len(code) <= SUBJECT_SERIAL_MAX else None)
 
 
 class IssuedCertificate(Base):
@@ -45,6 +70,12 @@ class IssuedCertificate(Base):
     case_ref: Mapped[str | None] = mapped_column(String(20), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(8))  # sign | enc | ca
     subject: Mapped[str] = mapped_column(Text)
+    # the subject's O and serialNumber (机构代码) as written, for lookups by name or code
+    # (`subject_names`); NULL when absent
+    subject_org: Mapped[str | None] = mapped_column(String(SUBJECT_ORG_MAX), nullable=True,
+                                                    index=True)
+    subject_serial_number: Mapped[str | None] = mapped_column(
+        String(SUBJECT_SERIAL_MAX), nullable=True, index=True)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime())
     not_after: Mapped[datetime] = mapped_column(UTCDateTime())
     der: Mapped[bytes] = mapped_column(LargeBinary)
