@@ -23,8 +23,9 @@ issuance (mailbot/app/issuance_job.py)
   revoke_before_commit      certificates revoked and the CRL made, not yet committed
   revoke_after_commit       the revocation committed, the CRL file not yet written
 outbox sender (mailbot/outbox/sender.py)
-  send_after_claim          a row claimed (its lease committed), not yet rendered
-  send_after_render         the rendered bytes committed, not yet handed to SMTP
+  send_after_render         a batch's rendered bytes committed, none claimed yet
+  send_after_claim          a rendered row claimed (its lease committed, with the previous
+                            row's outcome), not yet handed to SMTP
   send_after_accept         the SMTP server accepted the mail, `sent` not yet committed: the
                             documented window (the mail is sent once more, and only it)
   send_after_sent_commit    the row committed as sent
@@ -57,7 +58,7 @@ POINTS: tuple[str, ...] = (
     "after_cases_commit",
     "mark_before_keyword",
     "issue_before_commit", "issue_after_commit", "revoke_before_commit", "revoke_after_commit",
-    "send_after_claim", "send_after_render", "send_after_accept", "send_after_sent_commit",
+    "send_after_render", "send_after_claim", "send_after_accept", "send_after_sent_commit",
     "copy_after_append", "copy_after_commit",
     "delivered_before_commit", "delivered_after_commit",
     "crl_before_write", "crl_after_write",

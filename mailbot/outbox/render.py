@@ -62,7 +62,10 @@ class Renderer:
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(f) for f in self.folders], encoding="utf-8"),
             autoescape=_autoescape, undefined=jinja2.StrictUndefined,
-            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+            trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+            # No stat() of three files per mail: app/outbox_job.py makes a new Renderer when
+            # a file in the templates folder changes.
+            auto_reload=False)
         self.env.globals.update(to_fix=self.sentences.to_fix, to_note=self.sentences.to_note,
                                 sentence=self.sentences.sentence)
 

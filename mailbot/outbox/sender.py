@@ -1,25 +1,32 @@
 """Send the queued mail: render once, send, record; and the bookkeeping of the Sent copies.
 
-For each due `queued` row, oldest first, `send_due`:
-1. claims it: one committed UPDATE moves its next attempt a lease ahead (CLAIM_SECONDS), so
-   a second sender running at the same time (`run --once` beside the daemon) skips it, and a
-   sender killed in mid-send leaves it due again only when the lease ends;
-2. renders it, if it has no `raw` yet, with `prepare` and commits the bytes before the first
-   attempt, so every retry sends the identical message (same Message-ID, same MIME
-   boundaries). A `prepare` that raises fails that row (a template bug must not block the
-   queue) and is reported; one that raises `Suppress` suppresses it;
-3. sends it and commits the outcome at once: accepted -> `sent` (never sent again);
-   temporary failure -> attempts + 1 and a retry after an exponential backoff counted on the
-   clock it is given (nothing sleeps), `failed` after max_attempts; permanent -> `failed`.
-   When the server cannot be reached at all the batch stops there (the other rows would
-   fare no better) and the report says so.
+`send_due` takes the `queued` rows due now, oldest first, RENDER_BATCH at a time:
+1. renders every row of the batch that has no `raw` yet with `prepare`, and commits the bytes
+   of the whole batch at once, before the first attempt, so every retry sends the identical
+   message (same Message-ID, same MIME boundaries). A row's bytes are written only where none
+   are yet (a second sender rendering the same row loses, and both send the stored bytes). A
+   `prepare` that raises fails that row (a template bug must not block the queue) and is
+   reported; one that raises `Suppress` suppresses it; a row whose recipient loop safety
+   refuses is suppressed;
+2. sends the rendered rows one at a time. Each is claimed first: an UPDATE moves its next
+   attempt a lease ahead (CLAIM_SECONDS), so a second sender running at the same time (`run
+   --once` beside the daemon) skips it, and a sender killed in mid-send leaves it due again
+   only when the lease ends. The claim is committed with the outcome of the row before it
+   (one commit a row), and the row's bytes are read in that transaction, so none is held
+   over SMTP;
+3. records each outcome at once: accepted -> `sent` (never sent again); temporary failure ->
+   attempts + 1 and a retry after an exponential backoff counted on the clock it is given
+   (nothing sleeps), `failed` after max_attempts; permanent -> `failed`. When the server
+   cannot be reached at all the batch stops there (the other rows would fare no better) and
+   the report says so.
 
 The one window no SMTP client can close: the server has taken the message (it answered, or
 was about to answer, 250 to the final dot) and the process dies, or the database is lost,
 before the `sent` commit; or the connection drops after the final dot before the 250
 arrives. The row is still `queued`, so after its lease it is sent again: at most one
 duplicate, with the same bytes and Message-ID (clients that keep Message-IDs show it once),
-and only there. Every other crash point loses nothing and repeats nothing.
+and only there. Every other crash point loses nothing and repeats nothing; a kill after a
+claim leaves that one row waiting for its lease.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.faults import crash_point
@@ -56,6 +63,8 @@ log = logging.getLogger(__name__)
 
 # How long a claimed row is left alone: longer than any one SMTP conversation can take.
 CLAIM_SECONDS = 600
+# Rows rendered per commit: the bytes of a batch are committed together before any is sent.
+RENDER_BATCH = 25
 
 
 class Suppress(Exception):
@@ -96,131 +105,218 @@ def send_due(sessions: sessionmaker[Session], transport: Transport, *,
         due = list(session.scalars(select(OutboxMessage.id).where(
             OutboxMessage.state == QUEUED, OutboxMessage.next_attempt_at <= now())
             .order_by(OutboxMessage.created_at, OutboxMessage.id)))
+    policy = _Policy(max_attempts, backoff_seconds, backoff_max_seconds, copy_wanted,
+                     claim_seconds)
     try:
-        for row_id in due:  # a snapshot: rows queued meanwhile wait for the next run
+        for start in range(0, len(due), RENDER_BATCH):  # a snapshot: later rows wait
             if should_stop is not None and should_stop():
                 report.stopped = True
                 break
             with sessions() as session:
-                _send_one(session, row_id, transport, prepare, now, report,
-                          max_attempts=max_attempts, backoff_seconds=backoff_seconds,
-                          backoff_max_seconds=backoff_max_seconds, copy_wanted=copy_wanted,
-                          claim_seconds=claim_seconds)
-            if report.unreachable is not None:
+                ready = _render_batch(session, due[start:start + RENDER_BATCH], prepare,
+                                      report)
+            with sessions() as session:
+                _send_batch(session, ready, transport, now, report, policy, should_stop)
+            if report.unreachable is not None or report.stopped:
                 break
     finally:
         transport.close()
     return report
 
 
-def _send_one(session: Session, row_id: int, transport: Transport,
-              prepare: Callable[[Session, OutboxMessage], bytes], now: Callable[[], datetime],
-              report: SendReport, *, max_attempts: int, backoff_seconds: float,
-              backoff_max_seconds: float, copy_wanted: bool, claim_seconds: float) -> None:
-    at = now()
-    claimed = session.execute(update(OutboxMessage).where(
-        OutboxMessage.id == row_id, OutboxMessage.state == QUEUED,
-        OutboxMessage.next_attempt_at <= at)
-        .values(next_attempt_at=at + timedelta(seconds=claim_seconds))
-        .execution_options(synchronize_session=False))
+@dataclass(frozen=True)
+class _Policy:
+    max_attempts: int
+    backoff_seconds: float
+    backoff_max_seconds: float
+    copy_wanted: bool
+    claim_seconds: float
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What sending a claimed row needs, read in the transaction that claimed it."""
+
+    id: int
+    message_id: str
+    raw: bytes
+    from_addr: str
+    to_addrs: list[str]
+    attempts: int
+
+
+def _render_batch(session: Session, row_ids: list[int],
+                  prepare: Callable[[Session, OutboxMessage], bytes],
+                  report: SendReport) -> list[int]:
+    """Render the rows without bytes, suppress or fail those that cannot go, commit once;
+    the ids still to send, in order."""
+    rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(
+        OutboxMessage.id.in_(row_ids), OutboxMessage.state == QUEUED))}
+    ready: list[int] = []
+    rendered: list[dict[str, object]] = []
+    for row_id in row_ids:
+        row = rows.get(row_id)
+        if row is None:  # sent, failed or suppressed by another sender meanwhile
+            continue
+        problem = next(filter(None, (address_problem(normalise_address(a))
+                                     for a in row.to_addrs or [""])), None)
+        if problem:  # rows written by hand, or before a rule changed: loop safety still holds
+            _suppress(row, problem, report)
+            continue
+        if row.raw is None:
+            try:
+                raw = prepare(session, row)
+                if not isinstance(raw, bytes | bytearray):
+                    raise TypeError(f"prepare returned {type(raw).__name__}, not bytes")
+            except Suppress as exc:
+                _suppress(row, str(exc) or "suppressed", report)
+                continue
+            except Exception as exc:  # a template bug fails this row only; the queue goes on
+                log.exception("outbox %d %s: could not be rendered", row_id, row.message_id)
+                _fail(row, f"could not be rendered: {type(exc).__name__}: {exc}", report)
+                continue
+            rendered.append({"b_id": row_id, "b_raw": bytes(raw)})
+        ready.append(row_id)
+    session.flush()  # the suppressed and failed rows
+    if rendered:  # only where no bytes are yet: another sender's stored bytes win
+        session.connection().execute(_STORE_RAW, rendered)
     session.commit()
-    if claimed.rowcount != 1:  # another sender has it, or it changed since the snapshot
-        return
-    crash_point("send_after_claim")
-    row = session.get(OutboxMessage, row_id, populate_existing=True)
-    assert row is not None
-    problem = next(filter(None, (address_problem(normalise_address(a))
-                                 for a in row.to_addrs or [""])), None)
-    if problem:  # rows written by hand, or before a rule changed: loop safety still holds
-        _suppress(session, row, problem, report)
-        return
-    # Read now: with expire_on_commit a later read would open a transaction held over the send.
-    raw, from_addr, to_addrs = row.raw, row.from_addr, list(row.to_addrs)
-    if raw is None:
-        try:
-            raw = prepare(session, row)
-            if not isinstance(raw, bytes | bytearray):
-                raise TypeError(f"prepare returned {type(raw).__name__}, not bytes")
-        except Suppress as exc:
-            session.rollback()
-            _suppress(session, _reload(session, row_id), str(exc) or "suppressed", report)
-            return
-        except Exception as exc:  # a template bug fails this row only; the queue goes on
-            log.exception("outbox %d %s: could not be rendered", row_id, row.message_id)
-            session.rollback()
-            row = _reload(session, row_id)
-            _fail(session, row, f"could not be rendered: {type(exc).__name__}: {exc}", report)
-            return
-        raw = row.raw = bytes(raw)
-    session.commit()  # the bytes every attempt sends; and no transaction is held over SMTP
     crash_point("send_after_render")
-    try:
-        transport.send(raw, from_addr, to_addrs)
-    except PermanentFailure as exc:
-        row.attempts += 1
-        _fail(session, row, str(exc), report)
+    return ready
+
+
+def _send_batch(session: Session, row_ids: list[int], transport: Transport,
+                now: Callable[[], datetime], report: SendReport, policy: _Policy,
+                should_stop: Callable[[], bool] | None) -> None:
+    """Claim, send and record each row; each outcome is committed with the next row's claim."""
+    if not row_ids:
         return
+    claimed = _claim(session, row_ids[0], now(), policy)
+    session.commit()
+    for i in range(len(row_ids)):
+        following = row_ids[i + 1] if i + 1 < len(row_ids) else None
+        outcome = None  # None: another sender has the row, or it changed since the snapshot
+        if claimed is not None:
+            crash_point("send_after_claim")
+            outcome = _deliver(session, claimed, transport, now, report, policy)
+            if outcome == UNREACHABLE:
+                following = None
+        if following is not None and should_stop is not None and should_stop():
+            report.stopped = True
+            following = None
+        current = claimed
+        claimed = _claim(session, following, now(), policy) if following is not None else None
+        try:
+            session.commit()
+        except Exception:
+            if outcome == SENT and current is not None:
+                log.error("outbox %d %s was accepted by %s but could not be recorded as sent:"
+                          " it may be sent once more", current.id, current.message_id,
+                          transport.name)
+            raise
+        if outcome == SENT and current is not None:
+            crash_point("send_after_sent_commit")
+            report.sent += 1
+            log.info("outbox %d %s sent to %s", current.id, current.message_id,
+                     ", ".join(current.to_addrs))
+        if following is None:
+            break
+
+
+UNREACHABLE = "unreachable"  # an outcome of _deliver besides the row states
+
+
+_TABLE = OutboxMessage.__table__
+# Core statements, compiled once (the ORM's update machinery costs more than the SQL here).
+_CLAIM = (update(_TABLE)
+          .where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.state == QUEUED,
+                 _TABLE.c.next_attempt_at <= bindparam("b_at"), _TABLE.c.raw.is_not(None))
+          .values(next_attempt_at=bindparam("b_until")))
+_READ = select(_TABLE.c.message_id, _TABLE.c.raw, _TABLE.c.from_addr, _TABLE.c.to_addrs,
+               _TABLE.c.attempts).where(_TABLE.c.id == bindparam("b_id"))
+_STORE_RAW = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.raw.is_(None))
+              .values(raw=bindparam("b_raw")))
+
+
+def _claim(session: Session, row_id: int, at: datetime, policy: _Policy) -> _Claimed | None:
+    """Lease the row (uncommitted: the caller commits it with the previous outcome) and read
+    what sending it needs; None when it is not due and queued any more."""
+    conn = session.connection()
+    claimed = conn.execute(_CLAIM, {"b_id": row_id, "b_at": at,
+                                    "b_until": at + timedelta(seconds=policy.claim_seconds)})
+    if claimed.rowcount != 1:
+        return None
+    row = conn.execute(_READ, {"b_id": row_id}).one()
+    return _Claimed(row_id, row.message_id, bytes(row.raw), row.from_addr,
+                    list(row.to_addrs or []), row.attempts)
+
+
+def _deliver(session: Session, row: _Claimed, transport: Transport,
+             now: Callable[[], datetime], report: SendReport, policy: _Policy) -> str:
+    """Hand the row to the transport; write (not commit) its outcome; the outcome."""
+    try:
+        transport.send(row.raw, row.from_addr, row.to_addrs)
+    except PermanentFailure as exc:
+        _record_failure(session, row, str(exc), report)
+        return FAILED
     except Exception as exc:  # TemporaryFailure, or a transport bug: the outcome is unknown
         if not isinstance(exc, TemporaryFailure):
-            log.exception("outbox %d: the transport failed unexpectedly", row_id)
+            log.exception("outbox %d: the transport failed unexpectedly", row.id)
         error = str(exc) if isinstance(exc, TemporaryFailure) else f"{type(exc).__name__}: {exc}"
-        _retry(session, row, error, now(), report, max_attempts=max_attempts,
-               backoff_seconds=backoff_seconds, backoff_max_seconds=backoff_max_seconds)
+        state = _record_retry(session, row, error, now(), report, policy)
         if isinstance(exc, ServerUnreachable):
             report.unreachable = str(exc)
-        return
+            return UNREACHABLE
+        return state
     crash_point("send_after_accept")
-    row.state = SENT
-    row.sent_at = now()
-    row.attempts += 1
-    row.last_error = None
-    row.copy_state = COPY_PENDING if copy_wanted else COPY_NONE
-    try:
-        session.commit()
-    except Exception:
-        log.error("outbox %d %s was accepted by %s but could not be recorded as sent: it may "
-                  "be sent once more", row_id, row.message_id, transport.name)
-        raise
-    crash_point("send_after_sent_commit")
-    report.sent += 1
-    log.info("outbox %d %s sent to %s", row_id, row.message_id, ", ".join(to_addrs))
+    _set(session, row.id, state=SENT, sent_at=now(), attempts=row.attempts + 1,
+         last_error=None, copy_state=COPY_PENDING if policy.copy_wanted else COPY_NONE)
+    return SENT
 
 
-def _reload(session: Session, row_id: int) -> OutboxMessage:
-    row = session.get(OutboxMessage, row_id, populate_existing=True)
-    assert row is not None
-    return row
+def _set(session: Session, row_id: int, **values: object) -> None:
+    session.connection().execute(update(_TABLE).where(_TABLE.c.id == row_id).values(**values))
 
 
-def _suppress(session: Session, row: OutboxMessage, reason: str, report: SendReport) -> None:
+def _record_failure(session: Session, row: _Claimed, error: str, report: SendReport) -> None:
+    _set(session, row.id, state=FAILED, attempts=row.attempts + 1, last_error=error)
+    _report_failure(report, row.id, row.message_id, row.to_addrs, error)
+
+
+def _record_retry(session: Session, row: _Claimed, error: str, at: datetime,
+                  report: SendReport, policy: _Policy) -> str:
+    attempts = row.attempts + 1
+    if attempts >= policy.max_attempts:
+        error = f"gave up after {attempts} attempts: {error}"
+        _set(session, row.id, state=FAILED, attempts=attempts, last_error=error)
+        _report_failure(report, row.id, row.message_id, row.to_addrs, error)
+        return FAILED
+    next_at = at + backoff(attempts, policy.backoff_seconds, policy.backoff_max_seconds)
+    _set(session, row.id, attempts=attempts, last_error=error, next_attempt_at=next_at)
+    report.retried += 1
+    log.info("outbox %d %s: attempt %d failed (%s); next at %s", row.id, row.message_id,
+             attempts, error, next_at.isoformat())
+    return QUEUED
+
+
+def _report_failure(report: SendReport, row_id: int, message_id: str, to_addrs: list[str],
+                    error: str) -> None:
+    report.failed += 1
+    report.errors.append(f"outbox {row_id} {message_id} to {', '.join(to_addrs)}: {error}")
+    log.warning("outbox %d %s failed: %s", row_id, message_id, error)
+
+
+def _suppress(row: OutboxMessage, reason: str, report: SendReport) -> None:
     row.state = SUPPRESSED
     row.last_error = f"suppressed: {reason}"
-    session.commit()
     report.suppressed += 1
     log.warning("outbox %d %s suppressed: %s", row.id, row.message_id, reason)
 
 
-def _fail(session: Session, row: OutboxMessage, error: str, report: SendReport) -> None:
+def _fail(row: OutboxMessage, error: str, report: SendReport) -> None:
     row.state = FAILED
     row.last_error = error
-    session.commit()
-    report.failed += 1
-    report.errors.append(f"outbox {row.id} {row.message_id} to {', '.join(row.to_addrs)}: {error}")
-    log.warning("outbox %d %s failed: %s", row.id, row.message_id, error)
-
-
-def _retry(session: Session, row: OutboxMessage, error: str, at: datetime, report: SendReport,
-           *, max_attempts: int, backoff_seconds: float, backoff_max_seconds: float) -> None:
-    row.attempts += 1
-    if row.attempts >= max_attempts:
-        _fail(session, row, f"gave up after {row.attempts} attempts: {error}", report)
-        return
-    row.last_error = error
-    row.next_attempt_at = at + backoff(row.attempts, backoff_seconds, backoff_max_seconds)
-    session.commit()
-    report.retried += 1
-    log.info("outbox %d %s: attempt %d failed (%s); next at %s", row.id, row.message_id,
-             row.attempts, error, row.next_attempt_at.isoformat())
+    _report_failure(report, row.id, row.message_id, list(row.to_addrs or []), error)
 
 
 # The Sent copy: `app` APPENDs each sent row's raw to the mailbox's Sent folder, then marks it.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot import clock
@@ -302,6 +302,47 @@ def test_file_delivery_writes_one_eml_per_row(sessions: sessionmaker[Session], t
     assert files == {f"{r.message_id.strip('<>')}.eml": r.raw for r in rows}
 
 
+def test_bytes_another_sender_stored_first_are_the_ones_sent(
+        sessions: sessionmaker[Session], smtp_server: SmtpServer, tmp_path: Path,
+        frozen_clock: clock.FrozenClock) -> None:
+    """Two senders render the same row at once: the bytes committed first win, both send
+    those (the loser's rendering is dropped, never overwrites)."""
+    [row_id] = _queue(sessions, frozen_clock())
+    theirs = b"X-Rendered-By: the other sender\r\n"
+
+    def prepare(session: Session, row: OutboxMessage) -> bytes:
+        with sessions() as other:  # the other sender commits its rendering meanwhile
+            other.execute(update(OutboxMessage).where(OutboxMessage.id == row_id)
+                          .values(raw=theirs + prepare_simple(other, row)))
+            other.commit()
+        return prepare_simple(session, row)
+
+    frozen_clock.advance(seconds=1)
+    assert _send(sessions, _transport(smtp_server, tmp_path), frozen_clock,
+                 prepare=prepare).sent == 1
+    [row] = _rows(sessions)
+    assert row.raw is not None and row.raw.startswith(theirs)
+    assert [d.data for d in smtp_server.deliveries] == [row.raw]
+
+
+def test_one_commit_a_row_besides_the_batch_rendering(
+        sessions: sessionmaker[Session], tmp_path: Path,
+        frozen_clock: clock.FrozenClock) -> None:
+    """Each row's claim is committed with the previous row's outcome: a batch of N rows
+    costs N + 1 commits to send, plus the snapshot's and the rendering's."""
+    count = sender.RENDER_BATCH + 5
+    _queue(sessions, frozen_clock(), count)
+    frozen_clock.advance(seconds=count)
+    commits: list[Session] = []
+    event.listen(sessions, "after_commit", commits.append)  # this test's own sessionmaker
+    transport = transport_from_url("file:outbox", password=None, timeout=1, base_dir=tmp_path)
+    assert _send(sessions, transport, frozen_clock).sent == count
+    batches = -(-count // sender.RENDER_BATCH)
+    # per batch: the rendering, the first claim, then one commit per row
+    assert len(commits) == batches * 2 + count
+    assert [r.state for r in _rows(sessions)] == [SENT] * count
+
+
 def test_sent_copy_bookkeeping(sessions: sessionmaker[Session], smtp_server: SmtpServer,
                                tmp_path: Path, frozen_clock: clock.FrozenClock) -> None:
     _queue(sessions, frozen_clock(), 2)
@@ -398,11 +439,13 @@ def test_kill_between_acceptance_and_commit_repeats_at_most_one_mail(
 
     rows = {r.id: r for r in _rows(sessions)}
     assert rows[first].state == SENT
-    # The second was claimed and rendered (its bytes committed), then the sender died.
+    # The batch was rendered (its bytes committed), the second claimed, then the sender died.
     assert (rows[second].state, rows[second].attempts) == (QUEUED, 0)
     assert rows[second].raw is not None
     assert rows[second].next_attempt_at == frozen_clock() + timedelta(seconds=CLAIM_SECONDS)
-    assert rows[third].state == QUEUED and rows[third].raw is None
+    # The third was rendered with it but never claimed: due at once, not held by a lease.
+    assert rows[third].state == QUEUED and rows[third].raw is not None
+    assert rows[third].next_attempt_at <= frozen_clock()
 
     transport = _transport(smtp_server, tmp_path)
     assert _send(sessions, transport, frozen_clock).sent == 1  # the third; the second is held
