@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import URL, DateTime, Engine, MetaData, create_engine, event, inspect, make_url
+from sqlalchemy import (
+    URL,
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    create_engine,
+    event,
+    inspect,
+    make_url,
+)
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -115,7 +128,59 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: object) -> Engin
                 cur.execute("PRAGMA synchronous=FULL")
             cur.close()
 
+        if not read_only:
+            _WriterGate(engine)
     return engine
+
+
+WRITER = "mailbot.sqlite_writer"  # connection-record info key: this connection holds the gate
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")  # pysqlite begins a transaction before these
+GATE_SECONDS = 30.0  # as long as SQLite's own busy timeout
+
+
+class _WriterGate:
+    """One writing transaction at a time among an engine's connections, queued on a Python lock.
+
+    SQLite allows one writer anyway, but its busy handler waits by sleeping (1, 2, 5 ... 100
+    ms), so a thread waiting for another thread's commit (intake's beside the recorder's)
+    wakes up to 100 ms late; on the lock it wakes at once. Writers in other processes still
+    meet SQLite's busy timeout. The gate is taken before a transaction's first write (where
+    pysqlite begins it) and given back when it commits or rolls back, or when its connection
+    goes back to the pool.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._enter)
+        event.listen(engine, "commit", self._leave_conn)
+        event.listen(engine, "rollback", self._leave_conn)
+        for name in ("reset", "checkin", "invalidate", "close", "detach"):
+            event.listen(engine.pool, name, self._leave_record)
+        # A forked child starts with a free gate, whatever a thread of the parent held.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self.lock = threading.Lock()
+
+    def _enter(self, conn: Connection, _cursor: object, statement: str, *_args: object) -> None:
+        if conn.info.get(WRITER) or not statement.lstrip()[:7].upper().startswith(_WRITES):
+            return
+        if not self.lock.acquire(timeout=GATE_SECONDS):
+            raise sqlite3.OperationalError("database is locked (by another thread's writing"
+                                           " transaction)")
+        conn.info[WRITER] = True
+
+    def _leave(self, info: dict[object, object]) -> None:
+        if info.pop(WRITER, False):
+            self.lock.release()
+
+    def _leave_conn(self, conn: Connection) -> None:
+        self._leave(conn.info)
+
+    def _leave_record(self, _dbapi_conn: object, record: object, *_args: object) -> None:
+        info = getattr(record, "info", None)
+        if isinstance(info, dict):
+            self._leave(info)
 
 
 def require_schema(url: str) -> None:
