@@ -295,6 +295,7 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
                - cpu0.children_system) / n * 1000
     if replies:
         print(f"  (the whole `run --once`, every job: outbox {answers})")
+        print("  seconds per job: " + ", ".join(f"{k} {v:.2f}" for k, v in report.seconds.items()))
     else:
         print(f"outbox job alone: {answers} answers rendered and written (file:) at"
               f" {answers_rate:.1f} answers/s")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class CycleReport:
     processing: ProcessReport = field(default_factory=ProcessReport)
     errors: list[str] = field(default_factory=list)  # jobs that could not do their work
     summaries: dict[str, str] = field(default_factory=dict)  # job name -> what it did
+    seconds: dict[str, float] = field(default_factory=dict)  # job name -> wall time it took
     move_error: str | None = None  # the mailbox refuses to move mail (no failure of the run)
     stopped: bool = False  # a stop request ended the cycle before every job ran
 
@@ -162,6 +164,7 @@ class Daemon:
                 break
             if name in NEEDS_MAILBOX and self.mailbox_down:
                 continue  # the mail job could not reach it: no second wait for a reconnect
+            started = time.perf_counter()
             try:
                 summary = job(self)
                 if summary:
@@ -172,6 +175,8 @@ class Daemon:
                 log.warning("job %s failed: %s: %s", name, type(exc).__name__, exc,
                             exc_info=log.isEnabledFor(logging.DEBUG))
                 report.errors.append(f"{name}: {exc}")
+            finally:
+                report.seconds[name] = time.perf_counter() - started
         if only is not None and "mail" not in only:
             return report
         i, p = report.intake, report.processing

@@ -137,13 +137,30 @@ def our_addresses(cfg: Config) -> set[str]:
     return {a.strip().lower() for a in (cfg.mailbox.our_address, cfg.smtp.from_address) if a}
 
 
+@dataclass(frozen=True)
+class Answered:
+    """What a notice reads of the message it answers (not the whole row: its facts are big)."""
+
+    id: int
+    case_id: int | None
+    message_id: str | None
+    subject: str | None
+    fetched_at: datetime | None
+    reply_address: str | None
+    no_reply_reason: str | None
+
+
+ANSWERED_COLUMNS = (Message.id, Message.case_id, Message.message_id, Message.subject,
+                    Message.fetched_at, Message.reply_address, Message.no_reply_reason)
+
+
 @dataclass
 class Prefetched:
     """What a batch of notices reads, in a few queries instead of a few per notice (the
     recorder queues one notice per application, in the intake's hot path)."""
 
     cases: dict[int, Case]
-    messages: dict[int, Message]
+    messages: dict[int, Answered]
     findings: dict[int, list[dict[str, Any]]]  # case id -> open findings, as in the context
     fields: dict[int, dict[str, str]]
 
@@ -161,8 +178,9 @@ class Prefetched:
         firsts = select(func.min(Message.id)).where(
             Message.case_id.in_({n.case_id for n in notices if not n.message_row_id}))\
             .group_by(Message.case_id)
-        messages = {m.id: m for m in session.scalars(select(Message).where(
-            or_(Message.id.in_(message_ids), Message.id.in_(firsts))))}
+        messages = {row.id: Answered(*row) for row in session.execute(
+            select(*ANSWERED_COLUMNS).where(
+                or_(Message.id.in_(message_ids), Message.id.in_(firsts))))}
         wanting = {n.case_id for n in notices if n.template in (ctx.INCOMPLETE, ctx.EXPIRED)}
         findings: dict[int, list[dict[str, Any]]] = {}
         if wanting:  # plain rows: no ORM objects for the hundreds of findings of a batch
@@ -176,7 +194,7 @@ class Prefetched:
                      "facts": dict(facts or {})})
         return cls(cases, messages, findings, fields)
 
-    def first_message(self, case: Case) -> Message | None:
+    def first_message(self, case: Case) -> Answered | None:
         return min((m for m in self.messages.values() if m.case_id == case.id),
                    key=lambda m: m.id, default=None)
 
@@ -234,7 +252,7 @@ def outgoing_for_notice(session: Session, cfg: Config, case: Case, notice: Any,
         cap_exempt=cap_exempt, attachments=attachments, blocked=blocked)
 
 
-def base_context(cfg: Config, *, case: Case | None, message: Message | None,
+def base_context(cfg: Config, *, case: Case | None, message: Message | Answered | None,
                  fields: dict[str, str] | None = None) -> dict[str, Any]:
     """The keys every template gets (outbox/context.py)."""
     fields = fields or {}
