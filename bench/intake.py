@@ -260,12 +260,13 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
     jobs = mailbot.app.daemon.JOBS
     if not replies:
         mailbot.app.daemon.JOBS = []  # the mail job alone
-    # Start-up is not timed: the mailbox login, the parse workers, the compiled templates.
-    from mailbot.app.outbox_job import make_preparer
+    # Start-up is not timed: the mailbox login, the parse workers, and what `mailbot run`
+    # checks before any work (cli/daemon.py): the templates compiled, the notice's font.
+    from mailbot.app.outbox_job import check_outbox
 
     daemon.source.open()
     daemon.intake.processor.start()
-    make_preparer(cfg)
+    check_outbox(cfg)
     profiler = None
     if profile:
         import cProfile

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import weakref
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from alembic import command
@@ -133,9 +135,11 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: object) -> Engin
     return engine
 
 
-WRITER = "mailbot.sqlite_writer"  # connection-record info key: this connection holds the gate
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")  # pysqlite begins a transaction before these
+# What starts a writing transaction: pysqlite begins one before these, and begin_write's
+# BEGIN IMMEDIATE takes SQLite's write lock at once.
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 GATE_SECONDS = 30.0  # as long as SQLite's own busy timeout
+_GATES: weakref.WeakKeyDictionary[Engine, _WriterGate] = weakref.WeakKeyDictionary()
 
 
 class _WriterGate:
@@ -144,43 +148,74 @@ class _WriterGate:
     SQLite allows one writer anyway, but its busy handler waits by sleeping (1, 2, 5 ... 100
     ms), so a thread waiting for another thread's commit (intake's beside the recorder's)
     wakes up to 100 ms late; on the lock it wakes at once. Writers in other processes still
-    meet SQLite's busy timeout. The gate is taken before a transaction's first write (where
-    pysqlite begins it) and given back when it commits or rolls back, or when its connection
-    goes back to the pool.
+    meet SQLite's busy timeout. The gate is taken before a transaction's first write and
+    given back once SQLite has committed or rolled it back (the dialect's do_commit and
+    do_rollback, which the pool's reset on return uses too), or when its connection is
+    invalidated, closed or detached.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.lock = threading.Lock()
+        self.holder: object | None = None  # the DBAPI connection in a writing transaction
         event.listen(engine, "before_cursor_execute", self._enter)
-        event.listen(engine, "commit", self._leave_conn)
-        event.listen(engine, "rollback", self._leave_conn)
-        for name in ("reset", "checkin", "invalidate", "close", "detach"):
-            event.listen(engine.pool, name, self._leave_record)
-        # A forked child starts with a free gate, whatever a thread of the parent held.
-        os.register_at_fork(after_in_child=self._reset)
+        dialect = engine.dialect  # one per engine
+        commit, rollback = dialect.do_commit, dialect.do_rollback
 
-    def _reset(self) -> None:
-        self.lock = threading.Lock()
+        def do_commit(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self._leave(dbapi_connection)
 
-    def _enter(self, conn: Connection, _cursor: object, statement: str, *_args: object) -> None:
-        if conn.info.get(WRITER) or not statement.lstrip()[:7].upper().startswith(_WRITES):
+        def do_rollback(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self._leave(dbapi_connection)
+
+        dialect.do_commit = do_commit  # type: ignore[method-assign]
+        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        for name in ("invalidate", "close", "detach"):
+            event.listen(engine.pool, name, self._leave_pool)
+        _GATES[engine] = self
+
+    def _enter(self, _conn: Connection, cursor: Any, statement: str, *_args: object) -> None:
+        raw = cursor.connection
+        if self.holder is raw or not statement.lstrip()[:15].upper().startswith(_WRITES):
             return
         if not self.lock.acquire(timeout=GATE_SECONDS):
             raise sqlite3.OperationalError("database is locked (by another thread's writing"
                                            " transaction)")
-        conn.info[WRITER] = True
+        self.holder = raw
 
-    def _leave(self, info: dict[object, object]) -> None:
-        if info.pop(WRITER, False):
+    def _leave(self, connection: Any) -> None:
+        # The pool hands its own wrapper (the "fairy"); compare the DBAPI connection inside.
+        raw = getattr(connection, "dbapi_connection", connection)
+        if raw is not None and self.holder is raw:
+            self.holder = None
             self.lock.release()
 
-    def _leave_conn(self, conn: Connection) -> None:
-        self._leave(conn.info)
+    def _leave_pool(self, dbapi_connection: Any, *_args: object) -> None:
+        self._leave(dbapi_connection)
 
-    def _leave_record(self, _dbapi_conn: object, record: object, *_args: object) -> None:
-        info = getattr(record, "info", None)
-        if isinstance(info, dict):
-            self._leave(info)
+    def reset_after_fork(self) -> None:
+        self.lock = threading.Lock()
+        self.holder = None
+
+
+def _reset_gates_in_child() -> None:
+    """A forked child starts with free gates, whatever a thread of the parent held."""
+    for gate in list(_GATES.values()):
+        gate.reset_after_fork()
+
+
+def holds_writer_gate(conn: Connection) -> bool:
+    """Whether this connection is in a writing transaction by its engine's gate (SQLite)."""
+    gate = _GATES.get(conn.engine)
+    return gate is not None and gate.holder is conn.connection.dbapi_connection
+
+
+os.register_at_fork(after_in_child=_reset_gates_in_child)
 
 
 def require_schema(url: str) -> None:

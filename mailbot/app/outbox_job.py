@@ -33,7 +33,6 @@ from mailbot.mailbox.base import MailboxError, MailSource
 from mailbot.outbox.models import SENT, OutboxMessage
 from mailbot.outbox.notice import find_font
 from mailbot.outbox.prepare import Preparer
-from mailbot.outbox.render import Renderer
 from mailbot.outbox.sender import (
     SendReport,
     copies_due,
@@ -94,7 +93,7 @@ def check_outbox(cfg: Config) -> None:
     """At start-up, not at the first certificate: every template compiles (TemplateError
     names the file and line) and the notice's CJK font is there (NoticeFontError says how to
     install it)."""
-    Renderer(cfg.templates_dir).check()
+    make_preparer(cfg).renderer.check()  # compiled into the preparer the outbox job uses
     find_font(_notice_font(cfg))
 
 

@@ -15,6 +15,7 @@ import email.utils
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +71,10 @@ class _Plan:
     small: list[MessageRef] = field(default_factory=list)  # of those, fetched whole
     to_move: list[MessageRef] = field(default_factory=list)
     move_ids: list[int] = field(default_factory=list)
+
+
+# What a batch's archiving gives: the (ref, row to record) pairs and the files to sync.
+_Archived = tuple[list[tuple[MessageRef, Message]], list[Path]]
 
 
 @dataclass
@@ -133,8 +138,12 @@ class Ingester:
 
     def __init__(self, cfg: Config, sessions: sessionmaker[Session], source: MailSource,
                  *, on_committed: Callable[[list[int]], None] | None = None,
-                 move_failures: MoveFailures | None = None) -> None:
+                 move_failures: MoveFailures | None = None,
+                 start_workers: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
+        # Called before the archiving thread starts: the parse pool forks its workers while
+        # this is the process's only thread (a fork beside other threads needs a forkserver).
+        self.start_workers = start_workers
         self.sessions = sessions
         self.source = source
         self.archive_dir = Path(cfg.archive_dir)
@@ -180,12 +189,29 @@ class Ingester:
         refs = [r for r in refs if kw not in r.flags]  # handled before (keyword fallback)
         self._reconcile_moved(refs, uv, since)
         limit = self.cfg.intake.max_message_bytes
-        for batch in _batches(refs, max(1, self.cfg.intake.fetch_batch), BATCH_BYTES):
-            if should_stop is not None and should_stop():
-                report.stopped = True  # the rest waits for the next run
-                break
-            plan = self._plan(batch, uv, limit, report)
-            self._finish(plan, uv, self._fetch(plan.small), report)
+        # A batch is hashed and written to the archive in a thread (hashlib and file writes
+        # let go of the GIL) while the next one is fetched; each is then committed and moved
+        # in order, here. Nothing of a batch touches the mailbox before its commit.
+        pending: tuple[_Plan, Future[_Archived]] | None = None
+        if refs and self.start_workers is not None:
+            self.start_workers()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailbot-archive") as pool:
+            for batch in _batches(refs, max(1, self.cfg.intake.fetch_batch), BATCH_BYTES):
+                if should_stop is not None and should_stop():
+                    report.stopped = True  # the rest waits for the next run
+                    break
+                plan = self._plan(batch, uv, limit, report)
+                try:
+                    archiving = pool.submit(self._archive_all, self._fetch(plan.small), uv)
+                except Exception:  # the mailbox failed: what was fetched before is recorded
+                    if pending is not None:
+                        self._finish_quietly(pending, uv, report)
+                    raise
+                if pending is not None:
+                    self._finish(pending[0], uv, pending[1].result(), report)
+                pending = (plan, archiving)
+            if pending is not None:  # the step in hand, even when asked to stop
+                self._finish(pending[0], uv, pending[1].result(), report)
         return report
 
     def _reconcile_moved(self, waiting: list[MessageRef], uv: int, since: int) -> None:
@@ -242,16 +268,28 @@ class Ingester:
     def _fetch(self, refs: list[MessageRef]) -> list[tuple[MessageRef, bytes]]:
         return list(self.source.fetch(refs)) if refs else []
 
-    def _finish(self, plan: _Plan, uv: int, fetched: list[tuple[MessageRef, bytes]],
-                report: IngestReport) -> None:
-        """Archive, record (commit), then move; the order that makes a crash harmless."""
+    def _finish_quietly(self, pending: tuple[_Plan, Future[_Archived]], uv: int,
+                        report: IngestReport) -> None:
+        try:
+            self._finish(pending[0], uv, pending[1].result(), report)
+        except Exception:  # noqa: BLE001 - the error that stopped the run is the one to raise
+            log.exception("recording the batch fetched before the failure also failed")
+
+    def _archive_all(self, fetched: list[tuple[MessageRef, bytes]], uv: int) -> _Archived:
+        """Write fetched messages to the archive (not yet synced); the rows to record."""
+        written: list[Path] = []
+        fresh = [self._archive(ref, uv, raw, written) for ref, raw in fetched]
+        fetched.clear()  # the archive holds the bytes now
+        return fresh, written
+
+    def _finish(self, plan: _Plan, uv: int, archived: _Archived, report: IngestReport) -> None:
+        """Archive the big ones, record (commit), then move; the order that makes a crash
+        harmless."""
         ident = self.source.identity
         to_move, move_ids = plan.to_move, plan.move_ids
         new_ids: list[int] = []
+        fresh, written = archived
         with self.sessions() as s:
-            written: list[Path] = []
-            fresh = [self._archive(ref, uv, raw, written) for ref, raw in fetched]
-            fetched.clear()  # the archive holds the bytes now
             for ref in plan.fetch:
                 if self._streams(ref):
                     got = self._archive_streamed(ref, uv, written)
@@ -418,8 +456,9 @@ def ingest(cfg: Config, sessions: sessionmaker[Session], source: MailSource, *,
            full_sweep: bool = False,
            on_committed: Callable[[list[int]], None] | None = None,
            move_failures: MoveFailures | None = None,
-           should_stop: Callable[[], bool] | None = None) -> IngestReport:
+           should_stop: Callable[[], bool] | None = None,
+           start_workers: Callable[[], None] | None = None) -> IngestReport:
     """Read everything waiting in `source` (the source must be open)."""
-    return Ingester(cfg, sessions, source, on_committed=on_committed,
-                    move_failures=move_failures).run(full_sweep=full_sweep,
-                                                     should_stop=should_stop)
+    ingester = Ingester(cfg, sessions, source, on_committed=on_committed,
+                        move_failures=move_failures, start_workers=start_workers)
+    return ingester.run(full_sweep=full_sweep, should_stop=should_stop)

@@ -79,7 +79,7 @@ class IntakePipeline:
             self.source.open()
             sweep = self.sweep_due() if full_sweep is None else full_sweep
             report.intake = ingest(self.cfg, self.sessions, self.source, full_sweep=sweep,
-                                   on_committed=proc.submit,
+                                   on_committed=proc.submit, start_workers=proc.start,
                                    move_failures=self.move_failures,
                                    should_stop=should_stop)
         except Exception:

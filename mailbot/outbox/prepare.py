@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mailbot import clock
@@ -17,6 +17,12 @@ from mailbot.outbox.render import Renderer
 
 PDF_TYPE = "application/pdf"
 NOTICE_TEMPLATES = frozenset({ctx.ISSUED, ctx.REVOKED})  # these carry the 告知书
+
+
+# The files of a row, in order (a Core statement, compiled once).
+_FILES = (select(OutboxAttachment.filename, OutboxAttachment.content_type, OutboxAttachment.data)
+          .where(OutboxAttachment.outbox_id == bindparam("b_id"))
+          .order_by(OutboxAttachment.position, OutboxAttachment.id))
 
 
 class Preparer:
@@ -34,9 +40,7 @@ class Preparer:
             context["reason_text"] = self.renderer.sentences.labels["revocation_reasons"].get(
                 str(context["reason"]), "")
         rendered = self.renderer.render(row.template, context)
-        files = [(a.filename, a.content_type, a.data) for a in session.scalars(
-            select(OutboxAttachment).where(OutboxAttachment.outbox_id == row.id)
-            .order_by(OutboxAttachment.position, OutboxAttachment.id))]
+        files = [tuple(f) for f in session.execute(_FILES, {"b_id": row.id})]
         if row.template in NOTICE_TEMPLATES:
             pdf = render_notice(row.template, context, font=self.notice_font)
             files.append((ctx.NOTICE_FILENAME, PDF_TYPE, pdf))

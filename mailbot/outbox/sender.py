@@ -234,6 +234,10 @@ _CLAIM = (update(_TABLE)
           .values(next_attempt_at=bindparam("b_until")))
 _READ = select(_TABLE.c.message_id, _TABLE.c.raw, _TABLE.c.from_addr, _TABLE.c.to_addrs,
                _TABLE.c.attempts).where(_TABLE.c.id == bindparam("b_id"))
+_CLAIM_READ = _CLAIM.returning(*_READ.selected_columns)
+_SENT = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+         .values(state=SENT, sent_at=bindparam("b_at"), attempts=_TABLE.c.attempts + 1,
+                 last_error=None, copy_state=bindparam("b_copy")))
 _STORE_RAW = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.raw.is_(None))
               .values(raw=bindparam("b_raw")))
 
@@ -242,11 +246,16 @@ def _claim(session: Session, row_id: int, at: datetime, policy: _Policy) -> _Cla
     """Lease the row (uncommitted: the caller commits it with the previous outcome) and read
     what sending it needs; None when it is not due and queued any more."""
     conn = session.connection()
-    claimed = conn.execute(_CLAIM, {"b_id": row_id, "b_at": at,
-                                    "b_until": at + timedelta(seconds=policy.claim_seconds)})
-    if claimed.rowcount != 1:
-        return None
-    row = conn.execute(_READ, {"b_id": row_id}).one()
+    params = {"b_id": row_id, "b_at": at,
+              "b_until": at + timedelta(seconds=policy.claim_seconds)}
+    if conn.dialect.update_returning:  # SQLite >= 3.35, PostgreSQL: one statement
+        row = conn.execute(_CLAIM_READ, params).first()
+        if row is None:
+            return None
+    else:
+        if conn.execute(_CLAIM, params).rowcount != 1:
+            return None
+        row = conn.execute(_READ, {"b_id": row_id}).one()
     return _Claimed(row_id, row.message_id, bytes(row.raw), row.from_addr,
                     list(row.to_addrs or []), row.attempts)
 
@@ -269,8 +278,9 @@ def _deliver(session: Session, row: _Claimed, transport: Transport,
             return UNREACHABLE
         return state
     crash_point("send_after_accept")
-    _set(session, row.id, state=SENT, sent_at=now(), attempts=row.attempts + 1,
-         last_error=None, copy_state=COPY_PENDING if policy.copy_wanted else COPY_NONE)
+    session.connection().execute(_SENT, {
+        "b_id": row.id, "b_at": now(),
+        "b_copy": COPY_PENDING if policy.copy_wanted else COPY_NONE})
     return SENT
 
 

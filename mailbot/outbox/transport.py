@@ -138,7 +138,8 @@ class FileTransport(Transport):
 
 def eml_name(data: bytes) -> str:
     """A file name for the message: its Message-ID made safe, else a hash of its bytes."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(data)
+    end = data.find(b"\r\n\r\n")  # the header block is all the name needs
+    headers = BytesHeaderParser(policy=compat32).parsebytes(data[:end + 2] if end >= 0 else data)
     message_id = " ".join(str(headers.get("Message-ID") or "").split()).strip("<>")
     if not message_id:
         return f"no-message-id-{hashlib.sha256(data).hexdigest()[:20]}.eml"

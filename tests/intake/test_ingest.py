@@ -18,6 +18,7 @@ from mailbot.intake.models import (
     Message,
 )
 from mailbot.intake.moves import MoveFailures
+from mailbot.mailbox.base import MailboxError
 from mailbot.mailbox.url import source_from_config
 from tests.support.intake import (
     BrokenMoveSource,
@@ -118,6 +119,38 @@ def test_recorded_but_not_moved_is_moved_again_not_recorded_again(imap_env) -> N
     rows = _rows(sessions)
     assert len(rows) == 3 and all(r.moved_at is not None for r in rows)
     assert user.uids("INBOX") == [] and len(user.uids(PROCESSED)) == 3
+
+
+class _FetchFailsAfter(WatchedMoveSource):
+    """A real source whose FETCH fails after `good` batches (the connection drops)."""
+
+    def __init__(self, inner, good: int) -> None:
+        super().__init__(inner, lambda refs: None)
+        self.good = good
+
+    def fetch(self, refs):
+        if self.good == 0:
+            raise MailboxError("connection reset by peer")
+        self.good -= 1
+        return self._inner.fetch(refs)
+
+
+def test_a_fetch_failing_midway_still_records_and_moves_what_came_before(imap_env) -> None:
+    """Batches are archived in a thread while the next is fetched: when that next FETCH
+    fails, the batch in hand is still recorded and moved before the error is raised, and
+    the rest waits in the inbox for the next run."""
+    cfg, sessions, source, user = imap_env
+    cfg.intake.fetch_batch = 1
+    for i in range(3):
+        user.append(make_mail(subject=f"厦门流水{i}有限公司+数字证书申办"))
+    with pytest.raises(MailboxError, match="connection reset"):
+        ingest(cfg, sessions, _FetchFailsAfter(source, good=2))
+    rows = _rows(sessions)
+    assert len(rows) == 2 and all(r.moved_at is not None for r in rows)
+    assert len(user.uids("INBOX")) == 1 and len(user.uids(PROCESSED)) == 2
+    report = ingest(cfg, sessions, source)
+    assert (report.archived, report.moved) == (1, 1)
+    assert user.uids("INBOX") == [] and len(_rows(sessions)) == 3
 
 
 def test_dedupe_on_message_id_and_bytes(imap_env) -> None:
