@@ -73,7 +73,15 @@ class _Plan:
     move_ids: list[int] = field(default_factory=list)
 
 
-# What a batch's archiving gives: the (ref, row to record) pairs and the files to sync.
+@dataclass
+class _Moved:
+    """A batch's move to the processed folder (or its failure), not yet recorded."""
+
+    plan: _Plan
+    moved: bool
+
+
+# What a batch's archiving gives: the (ref, row to record) pairs and the files still to sync.
 _Archived = tuple[list[tuple[MessageRef, Message]], list[Path]]
 
 
@@ -154,6 +162,7 @@ class Ingester:
         # message is listed (and its move tried) again next cycle.
         self._stuck_uid: int | None = None
         self._recorded_error: str | None = None  # the move failure the state row holds
+        self._unrecorded: _Moved | None = None  # the last batch's move, recorded with the next
 
     # -- the whole run ----------------------------------------------------------------------
     def run(self, *, full_sweep: bool = False,
@@ -204,14 +213,14 @@ class Ingester:
                 try:
                     archiving = pool.submit(self._archive_all, self._fetch(plan.small), uv)
                 except Exception:  # the mailbox failed: what was fetched before is recorded
-                    if pending is not None:
-                        self._finish_quietly(pending, uv, report)
+                    self._finish_quietly(pending, uv, report)
                     raise
                 if pending is not None:
                     self._finish(pending[0], uv, pending[1].result(), report)
                 pending = (plan, archiving)
             if pending is not None:  # the step in hand, even when asked to stop
                 self._finish(pending[0], uv, pending[1].result(), report)
+        self._commit_moves(uv, report)
         return report
 
     def _reconcile_moved(self, waiting: list[MessageRef], uv: int, since: int) -> None:
@@ -268,33 +277,38 @@ class Ingester:
     def _fetch(self, refs: list[MessageRef]) -> list[tuple[MessageRef, bytes]]:
         return list(self.source.fetch(refs)) if refs else []
 
-    def _finish_quietly(self, pending: tuple[_Plan, Future[_Archived]], uv: int,
+    def _finish_quietly(self, pending: tuple[_Plan, Future[_Archived]] | None, uv: int,
                         report: IngestReport) -> None:
         try:
-            self._finish(pending[0], uv, pending[1].result(), report)
+            if pending is not None:
+                self._finish(pending[0], uv, pending[1].result(), report)
+            self._commit_moves(uv, report)
         except Exception:  # noqa: BLE001 - the error that stopped the run is the one to raise
             log.exception("recording the batch fetched before the failure also failed")
 
     def _archive_all(self, fetched: list[tuple[MessageRef, bytes]], uv: int) -> _Archived:
-        """Write fetched messages to the archive (not yet synced); the rows to record."""
+        """Write fetched messages to the archive and sync them; the rows to record."""
         written: list[Path] = []
         fresh = [self._archive(ref, uv, raw, written) for ref, raw in fetched]
         fetched.clear()  # the archive holds the bytes now
-        return fresh, written
+        archive.sync_paths(written)  # durable before the rows that name them are written
+        return fresh, []
 
     def _finish(self, plan: _Plan, uv: int, archived: _Archived, report: IngestReport) -> None:
         """Archive the big ones, record (commit), then move; the order that makes a crash
         harmless."""
-        ident = self.source.identity
         to_move, move_ids = plan.to_move, plan.move_ids
         new_ids: list[int] = []
         fresh, written = archived
+        for ref in plan.fetch:
+            if self._streams(ref):
+                got = self._archive_streamed(ref, uv, written)
+                if got is not None:
+                    fresh.append(got)
+        # Archive files durable before the rows that name them; synced before the write
+        # lock is taken, which the recorder thread waits for.
+        archive.sync_paths(written)
         with self.sessions() as s:
-            for ref in plan.fetch:
-                if self._streams(ref):
-                    got = self._archive_streamed(ref, uv, written)
-                    if got is not None:
-                        fresh.append(got)
             order = {r.key: i for i, r in enumerate(plan.fetch)}
             fresh.sort(key=lambda pair: order[pair[0].key])
             for ref, row in self._dedupe(s, fresh):
@@ -305,9 +319,10 @@ class Ingester:
                     new_ids.append(row.id)
                 to_move.append(ref)
                 move_ids.append(row.id)
-            archive.sync_paths(written)  # archive files durable before the rows that name them
+            before = self._record_moves(s, uv)  # the batch before's move, in this transaction
             s.commit()
         crash_point("after_archive_commit")
+        self._moves_committed(before, report)
         if new_ids and self.on_committed is not None:
             self.on_committed(new_ids)
         report.new_row_ids.extend(new_ids)
@@ -320,29 +335,53 @@ class Ingester:
                 low = min(r.uid for r in to_move)
                 self._stuck_uid = low if self._stuck_uid is None else min(self._stuck_uid, low)
         crash_point("before_moved_commit")
-        with self.sessions() as s:
-            if move_ids and moved:
-                s.execute(update(Message).where(Message.id.in_(move_ids))
-                          .values(moved_at=now()).execution_options(synchronize_session=False))
-            error = self._recorded_error if not to_move else (None if moved else
-                                                                  self.move_failures.error)
-            if self.by_uid or error != self._recorded_error:
-                state = s.get(MailboxState, ident)
-                if state is not None and error != self._recorded_error:
-                    state.move_error = error  # for `mailbot status`: why mail stays put
-                    if error is None or state.move_failing_since is None:
-                        state.move_failing_since = None if error is None else now()
-                    self._recorded_error = error
-                if self.by_uid and state is not None and state.uidvalidity == uv:
-                    top = max(r.uid for r in plan.batch)
-                    if self._stuck_uid is not None:
-                        top = min(top, self._stuck_uid - 1)
-                    if top > state.last_uid:
-                        state.last_uid = top
-            s.commit()
-        if moved:
-            report.moved += len(to_move)
+        # Recorded with the next batch's rows (one transaction, not two: the recorder thread
+        # writes meanwhile), or at the end of the run. A kill before that leaves rows whose
+        # message left the inbox unrecorded: `_reconcile_moved` stamps them on the next run.
+        self._unrecorded = _Moved(plan, moved)
+
+    def _record_moves(self, s: Session, uv: int) -> _Moved | None:
+        """Write the last batch's move (moved_at, the state row) into `s`'s transaction."""
+        pending, self._unrecorded = self._unrecorded, None
+        if pending is None:
+            return None
+        plan, moved = pending.plan, pending.moved
+        to_move, move_ids = plan.to_move, plan.move_ids
+        if move_ids and moved:
+            s.execute(update(Message).where(Message.id.in_(move_ids))
+                      .values(moved_at=now()).execution_options(synchronize_session=False))
+        error = self._recorded_error if not to_move else (None if moved else
+                                                              self.move_failures.error)
+        if self.by_uid or error != self._recorded_error:
+            state = s.get(MailboxState, self.source.identity)
+            if state is not None and error != self._recorded_error:
+                state.move_error = error  # for `mailbot status`: why mail stays put
+                if error is None or state.move_failing_since is None:
+                    state.move_failing_since = None if error is None else now()
+                self._recorded_error = error
+            if self.by_uid and state is not None and state.uidvalidity == uv:
+                top = max(r.uid for r in plan.batch)
+                if self._stuck_uid is not None:
+                    top = min(top, self._stuck_uid - 1)
+                if top > state.last_uid:
+                    state.last_uid = top
+        return pending
+
+    def _moves_committed(self, pending: _Moved | None, report: IngestReport) -> None:
+        if pending is None:
+            return
+        if pending.moved:
+            report.moved += len(pending.plan.to_move)
         crash_point("after_move")
+
+    def _commit_moves(self, uv: int, report: IngestReport) -> None:
+        """The last batch's move, in a transaction of its own (the run's end)."""
+        if self._unrecorded is None:
+            return
+        with self.sessions() as s:
+            pending = self._record_moves(s, uv)
+            s.commit()
+        self._moves_committed(pending, report)
 
     def _known(self, s: Session, uv: int, refs: list[MessageRef]) -> dict[str, Message]:
         """Rows already recorded for these refs, by ref.key."""
