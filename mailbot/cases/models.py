@@ -32,7 +32,9 @@ class Case(Base):
     __tablename__ = "cases"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ref: Mapped[str] = mapped_column(String(20), unique=True)
+    # The sentinel (unique, set by us) lets the ORM insert a batch's cases in one statement
+    # and still match the ids RETURNING gives back to the rows (one INSERT per case before).
+    ref: Mapped[str] = mapped_column(String(20), unique=True, insert_sentinel=True)
     kind: Mapped[str] = mapped_column(String(10))  # new | revoke
     state: Mapped[str] = mapped_column(String(30), default="received")
     company: Mapped[str | None] = mapped_column(String(300), nullable=True)
