@@ -174,8 +174,8 @@ def test_sigkill_takes_the_workers_along_and_frees_the_mailbox(tmp_path, db_url,
     def processed() -> bool:
         try:
             return inbox.get_folder(cfg.intake.processed_folder).keys() != []
-        except mailbox.NoSuchMailboxError:
-            return False  # not made yet
+        except (mailbox.NoSuchMailboxError, FileNotFoundError):
+            return False  # not made yet, or its cur/ and new/ are being made
 
     assert _wait_for(processed), first.stderr()
     daemon = psutil.Process(first.pid)
