@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from imapclient import IMAPClient  # noqa: E402
 
+from bench.timing import PgSchema  # noqa: E402
 from tests.support.dovecot import DovecotServer, ensure_vmail, free_port  # noqa: E402
 
 # -- realistic applications ---------------------------------------------------------------
@@ -255,11 +256,6 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
           f" ({raw_bytes / 1e6 / (n / raw_before):.0f} MB/s)")
     fresh_schema(cfg)
     daemon = Daemon(cfg)
-    import mailbot.app.daemon
-
-    jobs = mailbot.app.daemon.JOBS
-    if not replies:
-        mailbot.app.daemon.JOBS = []  # the mail job alone
     # Start-up is not timed: the mailbox login, the parse workers, and what `mailbot run`
     # checks before any work (cli/daemon.py): the templates compiled, the notice's font.
     from mailbot.app.outbox_job import check_outbox
@@ -274,10 +270,12 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
         profiler = cProfile.Profile()
         profiler.enable()
     t0, cpu0, machine0 = time.perf_counter(), os.times(), _machine_busy()
-    report = daemon.run_once()  # closes the pool: the workers' CPU is in os.times() now
+    try:  # every job of `run --once`, or the mail job alone
+        report = daemon.cycle(only=None if replies else ("mail",))
+    finally:
+        daemon.close()  # closes the pool: the workers' CPU is in os.times() now
     elapsed = time.perf_counter() - t0
     cpu1, machine1 = os.times(), _machine_busy()
-    mailbot.app.daemon.JOBS = jobs
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -390,24 +388,15 @@ def main() -> int:
 
 
     base_db = args.db
-    pg_admin = None
-    pg_schemas: list[str] = []
+    pg_schemas: list[PgSchema] = []
 
     def round_db() -> str | None:
-        """A database for one run: SQLite in the run's folder (None), or a new PG schema."""
-        nonlocal pg_admin
+        """A database for one run: SQLite in the run's folder (None), or a new PG schema
+        (never the tables of whatever database was named)."""
         if not (base_db and base_db.startswith("postgresql")):
             return base_db
-        # A throw-away schema: never touch the tables of whatever database was named.
-        from sqlalchemy import create_engine, text
-
-        schema = f"bench_{os.urandom(5).hex()}"
-        pg_admin = pg_admin or create_engine(base_db)
-        with pg_admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        pg_schemas.append(schema)
-        sep = "&" if "?" in base_db else "?"
-        return f"{base_db}{sep}options=-csearch_path%3D{schema}"
+        pg_schemas.append(PgSchema(base_db))
+        return pg_schemas[-1].url
 
     root = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
     os.chmod(root, 0o755)
@@ -474,13 +463,8 @@ def main() -> int:
               f" {wgrowth / size:.2f}x; processed {m['processed']}, cases {m['cases']}")
     finally:
         server.stop()
-        if pg_admin is not None:
-            from sqlalchemy import text
-
-            with pg_admin.begin() as conn:
-                for schema in pg_schemas:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            pg_admin.dispose()
+        for pg in pg_schemas:
+            pg.drop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
         else:

@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.envelope import encryption_rates  # noqa: E402
+from bench.timing import PgSchema  # noqa: E402
 from mailbot.pki import sm2  # noqa: E402
 
 # -- timing wrapped functions ---------------------------------------------------------------
@@ -275,28 +276,6 @@ def check_mail(raw: bytes) -> list[str]:
 
 
 # -- PostgreSQL: a throw-away schema ----------------------------------------------------------
-
-
-class PgSchema:
-    """A fresh schema on the named database (search_path), dropped at the end: the
-    database's own tables are never touched."""
-
-    def __init__(self, url: str) -> None:
-        from sqlalchemy import create_engine, text
-
-        self.admin = create_engine(url)
-        self.schema = f"bench_{os.urandom(5).hex()}"
-        with self.admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
-        sep = "&" if "?" in url else "?"
-        self.url = f"{url}{sep}options=-csearch_path%3D{self.schema}"
-
-    def drop(self) -> None:
-        from sqlalchemy import text
-
-        with self.admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-        self.admin.dispose()
 
 
 # -- main -----------------------------------------------------------------------------------

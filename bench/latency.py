@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.timing import PgSchema  # noqa: E402
+from mailbot.app.workspace import toml_value  # noqa: E402
 from mailbot.pki import sm2  # noqa: E402
 from mailbot.pki.request import build_csr, csr_pem  # noqa: E402
 from tests.support.dovecot import DovecotServer, ensure_vmail, free_port  # noqa: E402
@@ -118,24 +120,20 @@ def main() -> int:
     server.start()
     smtp = SmtpServer().start()
     proc = None
+    # A throw-away schema on PostgreSQL: the named database's own tables are never touched.
+    pg = PgSchema(args.db) if args.db and args.db.startswith("postgresql") else None
     try:
         user = server.add_user()
         floor = baseline(user, smtp)
         smtp.clear()
-        db = args.db or f"sqlite:///{root / 'var' / 'mailbot.sqlite3'}"
+        db = pg.url if pg else args.db or f"sqlite:///{root / 'var' / 'mailbot.sqlite3'}"
         config = root / "mailbot.toml"
         config.write_text(
-            f'[mailbox]\nurl = "{user.url}"\n[smtp]\nurl = "{smtp.url()}"\n'
-            f'[database]\nurl = "{db}"\n[paths]\nvar_dir = "{root / "var"}"\n'
+            f"[mailbox]\nurl = {toml_value(user.url)}\n[smtp]\nurl = {toml_value(smtp.url())}\n"
+            f"[database]\nurl = {toml_value(db)}\n[paths]\n"
+            f"var_dir = {toml_value(str(root / 'var'))}\n"
             + os.environ.get("MAILBOT_BENCH_EXTRA_TOML", ""),
             encoding="utf-8")
-        if args.db:  # a throw-away schema would need search_path; start from an empty one
-            from sqlalchemy import create_engine, text
-
-            eng = create_engine(args.db)
-            with eng.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-            eng.dispose()
         keys = [sm2.generate_private_key() for _ in range(args.messages + 1)]
         mails = []
         for i, key in enumerate(keys):
@@ -213,6 +211,8 @@ def main() -> int:
         if args.log and (root / "daemon.log").exists():
             shutil.copy(root / "daemon.log", args.log)
         shutil.rmtree(root, ignore_errors=True)
+        if pg is not None:
+            pg.drop()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ def check_url(url: str) -> None:
                           f"which is not installed ({exc})") from None
 
 
-def _sqlite_path(url: URL) -> Path | None:
+def sqlite_path(url: URL) -> Path | None:
+    """The file of a file-backed SQLite URL; None for any other database."""
     db = url.database
     if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
         return None
@@ -110,14 +112,14 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: object) -> Engin
     opened with mode=ro, so a missing file is an error rather than a new empty database).
     """
     parsed = make_url(url)
-    path = _sqlite_path(parsed)
+    path = sqlite_path(parsed)
     if path is not None:
         if read_only:
             url = f"sqlite:///file:{quote(str(path.resolve()))}?mode=ro&uri=true"
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "sqlite":
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_SECONDS})
     engine = create_engine(url, future=True, **kwargs)
     if engine.dialect.name == "sqlite":
 
@@ -138,7 +140,8 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: object) -> Engin
 # What starts a writing transaction: pysqlite begins one before these, and begin_write's
 # BEGIN IMMEDIATE takes SQLite's write lock at once.
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
-GATE_SECONDS = 30.0  # as long as SQLite's own busy timeout
+SQLITE_BUSY_SECONDS = 30  # how long a writer waits for another process's (SQLite's timeout)
+GATE_SECONDS = float(SQLITE_BUSY_SECONDS)  # ... and for another thread's (the writer gate)
 _GATES: weakref.WeakKeyDictionary[Engine, _WriterGate] = weakref.WeakKeyDictionary()
 
 
@@ -159,24 +162,10 @@ class _WriterGate:
         self.holder: object | None = None  # the DBAPI connection in a writing transaction
         event.listen(engine, "before_cursor_execute", self._enter)
         dialect = engine.dialect  # one per engine
-        commit, rollback = dialect.do_commit, dialect.do_rollback
-
-        def do_commit(dbapi_connection: Any) -> None:
-            try:
-                commit(dbapi_connection)
-            finally:
-                self._leave(dbapi_connection)
-
-        def do_rollback(dbapi_connection: Any) -> None:
-            try:
-                rollback(dbapi_connection)
-            finally:
-                self._leave(dbapi_connection)
-
-        dialect.do_commit = do_commit  # type: ignore[method-assign]
-        dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+        dialect.do_commit = self._releasing(dialect.do_commit)  # type: ignore[method-assign]
+        dialect.do_rollback = self._releasing(dialect.do_rollback)  # type: ignore[method-assign]
         for name in ("invalidate", "close", "detach"):
-            event.listen(engine.pool, name, self._leave_pool)
+            event.listen(engine.pool, name, self._leave)
         _GATES[engine] = self
 
     def _enter(self, _conn: Connection, cursor: Any, statement: str, *_args: object) -> None:
@@ -188,15 +177,21 @@ class _WriterGate:
                                            " transaction)")
         self.holder = raw
 
-    def _leave(self, connection: Any) -> None:
+    def _releasing(self, end: Callable[[Any], None]) -> Callable[[Any], None]:
+        """The dialect's commit or rollback, giving the gate back once SQLite has done it."""
+        def ended(dbapi_connection: Any) -> None:
+            try:
+                end(dbapi_connection)
+            finally:
+                self._leave(dbapi_connection)
+        return ended
+
+    def _leave(self, connection: Any, *_event_args: object) -> None:
         # The pool hands its own wrapper (the "fairy"); compare the DBAPI connection inside.
         raw = getattr(connection, "dbapi_connection", connection)
         if raw is not None and self.holder is raw:
             self.holder = None
             self.lock.release()
-
-    def _leave_pool(self, dbapi_connection: Any, *_args: object) -> None:
-        self._leave(dbapi_connection)
 
     def reset_after_fork(self) -> None:
         self.lock = threading.Lock()
@@ -225,7 +220,7 @@ def require_schema(url: str) -> None:
     first). A server that cannot be reached raises SQLAlchemy's OperationalError.
     """
     parsed = make_url(url)
-    path = _sqlite_path(parsed)
+    path = sqlite_path(parsed)
     where = str(path) if path is not None else parsed.render_as_string(hide_password=True)
     if path is not None and not path.is_file():
         raise NoDatabase(where)

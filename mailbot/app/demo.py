@@ -36,8 +36,8 @@ from mailbot.app.demo_applicants import (
     revocation_mail,
 )
 from mailbot.app.notices import app_sessions
-from mailbot.app.outbox_job import check_outbox
-from mailbot.app.workspace import init_workspace, prepare_ca
+from mailbot.app.outbox_job import check_outbox, make_transport
+from mailbot.app.workspace import init_workspace, prepare_ca, toml_value
 from mailbot.cases import workflow
 from mailbot.cases.models import AuditEntry, Case
 from mailbot.cases.register import KIND_NAMES, STATE_LABELS
@@ -48,7 +48,7 @@ from mailbot.mailbox.url import maildir_path
 from mailbot.outbox.context import NOTICE_FILENAME
 from mailbot.outbox.models import SENT, OutboxMessage
 from mailbot.outbox.sentences import load_sentences
-from mailbot.outbox.transport import eml_name
+from mailbot.outbox.transport import FileTransport, eml_name
 from mailbot.pki.ca import ca_certificate
 from mailbot.pki.crl import verify_crl
 from mailbot.pki.models import IssuedCertificate
@@ -145,10 +145,11 @@ def write_config_file(cfg: Config, folder: Path) -> Path:
     path = folder / CONFIG_NAME
     path.write_text(
         "# Written by `mailbot demo`: the embedded defaults, under this folder.\n"
-        f'[paths]\nvar_dir = "{cfg.paths.var_dir}"\n'
-        f'[mailbox]\nurl = "{cfg.mailbox.url}"\n'
-        f'[smtp]\nurl = "{cfg.smtp.url}"\n'
-        f'[ca]\nkey_passphrase_env = "{cfg.ca.key_passphrase_env}"\n', encoding="utf-8")
+        f"[paths]\nvar_dir = {toml_value(cfg.paths.var_dir)}\n"
+        f"[mailbox]\nurl = {toml_value(cfg.mailbox.url)}\n"
+        f"[smtp]\nurl = {toml_value(cfg.smtp.url)}\n"
+        f"[ca]\nkey_passphrase_env = {toml_value(cfg.ca.key_passphrase_env)}\n",
+        encoding="utf-8")
     return path
 
 
@@ -164,8 +165,10 @@ class Desk:
         if maildir is None:
             raise DemoFailed(f"the demo needs a Maildir inbox, not {cfg.mailbox.url}")
         self.inbox = mailbox.Maildir(str(maildir), create=False)
-        url = cfg.smtp.url.strip()
-        self.outbox_dir = cfg.var_path(url[len("file:"):])  # as the file: transport resolves it
+        transport = make_transport(cfg)
+        if not isinstance(transport, FileTransport):
+            raise DemoFailed(f"the demo needs a file: outbox, not {cfg.smtp.url}")
+        self.outbox_dir = transport.folder
         self.sent: dict[str, str] = {}  # Message-ID of each applicant's mail -> its slug
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, make_url, text
 
 from mailbot.config import Config
+from mailbot.db import sqlite_path
 from mailbot.mailbox.base import MailSource
 from mailbot.mailbox.url import MailboxURL, maildir_path, parse_mailbox_url
 
@@ -91,12 +92,8 @@ def shown_database(url: str) -> str:
 
 
 def _sqlite_file(url: str) -> Path | None:
-    parsed = make_url(url)
-    db = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith(
-            "file:"):
-        return None
-    return Path(db).absolute()
+    path = sqlite_path(make_url(url))
+    return path.absolute() if path is not None else None
 
 
 def lock_path(cfg: Config, database_url: str, identity: str) -> Path:

@@ -27,7 +27,13 @@ from mailbot import clock
 from mailbot.cases.models import AuditEntry, Case, CaseField, CaseFinding, CaseNotice
 from mailbot.config import Config
 from mailbot.db import session_factory
-from mailbot.intake.models import MESSAGE_PROCESSED, Message
+from mailbot.intake.models import (
+    MESSAGE_PROCESSED,
+    NO_REPLY_AUTOMATIC,
+    NO_REPLY_BOUNCE,
+    NO_REPLY_NULL_SENDER,
+    Message,
+)
 from mailbot.outbox import context as ctx
 from mailbot.outbox.queue import Outgoing, enqueue, enqueue_many, sent_today
 from mailbot.pki.models import IssuedCertificate
@@ -38,7 +44,7 @@ log = logging.getLogger(__name__)
 
 # What stops an answer to a message's sender (lists and spam stop only the unrelated notice:
 # an application is answered even when a filter doubted it).
-NEVER_ANSWER = frozenset({"automatic", "bounce", "null_sender"})
+NEVER_ANSWER = frozenset({NO_REPLY_AUTOMATIC, NO_REPLY_BOUNCE, NO_REPLY_NULL_SENDER})
 NOTICES = "mailbot.notices_written"  # session.info key: this session wrote case notices
 PAYLOADS = "mailbot.notice_payloads"  # session.info key: what a transition hands its notice
 UNRELATED = "mailbot.unrelated_messages"  # session.info key: unrelated mail seen in a flush

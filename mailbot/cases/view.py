@@ -240,7 +240,8 @@ def case_view(session: Session, case: Case, *, facts: MessageFacts | None = None
                      for name, materials, ctype, size in files],
         csr=csr, csr_subject=csr_subject, certificates=certs,
         text="\n".join([*(m.subject or "" for m in mails), *stored_key_loss(mails)]),
-        key_loss_marked=key_lost_mark(session, case) is not None)
+        # Only a revocation can carry the mark (cases key-lost refuses the rest): no query else.
+        key_loss_marked=case.kind == "revoke" and key_lost_mark(session, case) is not None)
     if certificates is None:
         certificates = known_certificates(session, [form.get("org_code")],
                                           [form.get("applicant_org"), case.company])

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.clock import now
 from mailbot.config import Config
+from mailbot.faults import crash_point
 from mailbot.intake import archive, mime
-from mailbot.intake.crash import crash_point
 from mailbot.intake.models import (
     MESSAGE_ARCHIVED,
     MESSAGE_DUPLICATE,
@@ -71,18 +71,11 @@ class _Plan:
     small: list[MessageRef] = field(default_factory=list)  # of those, fetched whole
     to_move: list[MessageRef] = field(default_factory=list)
     move_ids: list[int] = field(default_factory=list)
+    moved: bool = False  # to_move went to the processed folder (its record waits, see _finish)
 
 
-@dataclass
-class _Moved:
-    """A batch's move to the processed folder (or its failure), not yet recorded."""
-
-    plan: _Plan
-    moved: bool
-
-
-# What a batch's archiving gives: the (ref, row to record) pairs and the files still to sync.
-_Archived = tuple[list[tuple[MessageRef, Message]], list[Path]]
+# What a batch's archiving gives: the (ref, row to record) pairs.
+_Archived = list[tuple[MessageRef, Message]]
 
 
 @dataclass
@@ -162,7 +155,7 @@ class Ingester:
         # message is listed (and its move tried) again next cycle.
         self._stuck_uid: int | None = None
         self._recorded_error: str | None = None  # the move failure the state row holds
-        self._unrecorded: _Moved | None = None  # the last batch's move, recorded with the next
+        self._unrecorded: _Plan | None = None  # the last batch, its move recorded with the next
 
     # -- the whole run ----------------------------------------------------------------------
     def run(self, *, full_sweep: bool = False,
@@ -213,14 +206,15 @@ class Ingester:
                 try:
                     archiving = pool.submit(self._archive_all, self._fetch(plan.small), uv)
                 except Exception:  # the mailbox failed: what was fetched before is recorded
-                    self._finish_quietly(pending, uv, report)
+                    try:
+                        self._flush(pending, uv, report)
+                    except Exception:  # noqa: BLE001 - the mailbox's error is the one to raise
+                        log.exception("recording the batch fetched before the failure failed")
                     raise
                 if pending is not None:
                     self._finish(pending[0], uv, pending[1].result(), report)
                 pending = (plan, archiving)
-            if pending is not None:  # the step in hand, even when asked to stop
-                self._finish(pending[0], uv, pending[1].result(), report)
-        self._commit_moves(uv, report)
+            self._flush(pending, uv, report)  # the step in hand, even when asked to stop
         return report
 
     def _reconcile_moved(self, waiting: list[MessageRef], uv: int, since: int) -> None:
@@ -277,14 +271,12 @@ class Ingester:
     def _fetch(self, refs: list[MessageRef]) -> list[tuple[MessageRef, bytes]]:
         return list(self.source.fetch(refs)) if refs else []
 
-    def _finish_quietly(self, pending: tuple[_Plan, Future[_Archived]] | None, uv: int,
-                        report: IngestReport) -> None:
-        try:
-            if pending is not None:
-                self._finish(pending[0], uv, pending[1].result(), report)
-            self._commit_moves(uv, report)
-        except Exception:  # noqa: BLE001 - the error that stopped the run is the one to raise
-            log.exception("recording the batch fetched before the failure also failed")
+    def _flush(self, pending: tuple[_Plan, Future[_Archived]] | None, uv: int,
+               report: IngestReport) -> None:
+        """Finish the batch in hand, then record the last move."""
+        if pending is not None:
+            self._finish(pending[0], uv, pending[1].result(), report)
+        self._commit_moves(uv, report)
 
     def _archive_all(self, fetched: list[tuple[MessageRef, bytes]], uv: int) -> _Archived:
         """Write fetched messages to the archive and sync them; the rows to record."""
@@ -292,14 +284,14 @@ class Ingester:
         fresh = [self._archive(ref, uv, raw, written) for ref, raw in fetched]
         fetched.clear()  # the archive holds the bytes now
         archive.sync_paths(written)  # durable before the rows that name them are written
-        return fresh, []
+        return fresh
 
-    def _finish(self, plan: _Plan, uv: int, archived: _Archived, report: IngestReport) -> None:
+    def _finish(self, plan: _Plan, uv: int, fresh: _Archived, report: IngestReport) -> None:
         """Archive the big ones, record (commit), then move; the order that makes a crash
         harmless."""
         to_move, move_ids = plan.to_move, plan.move_ids
         new_ids: list[int] = []
-        fresh, written = archived
+        written: list[Path] = []
         for ref in plan.fetch:
             if self._streams(ref):
                 got = self._archive_streamed(ref, uv, written)
@@ -338,14 +330,15 @@ class Ingester:
         # Recorded with the next batch's rows (one transaction, not two: the recorder thread
         # writes meanwhile), or at the end of the run. A kill before that leaves rows whose
         # message left the inbox unrecorded: `_reconcile_moved` stamps them on the next run.
-        self._unrecorded = _Moved(plan, moved)
+        plan.moved = moved
+        self._unrecorded = plan
 
-    def _record_moves(self, s: Session, uv: int) -> _Moved | None:
+    def _record_moves(self, s: Session, uv: int) -> _Plan | None:
         """Write the last batch's move (moved_at, the state row) into `s`'s transaction."""
-        pending, self._unrecorded = self._unrecorded, None
-        if pending is None:
+        plan, self._unrecorded = self._unrecorded, None
+        if plan is None:
             return None
-        plan, moved = pending.plan, pending.moved
+        moved = plan.moved
         to_move, move_ids = plan.to_move, plan.move_ids
         if move_ids and moved:
             s.execute(update(Message).where(Message.id.in_(move_ids))
@@ -365,13 +358,13 @@ class Ingester:
                     top = min(top, self._stuck_uid - 1)
                 if top > state.last_uid:
                     state.last_uid = top
-        return pending
+        return plan
 
-    def _moves_committed(self, pending: _Moved | None, report: IngestReport) -> None:
-        if pending is None:
+    def _moves_committed(self, plan: _Plan | None, report: IngestReport) -> None:
+        if plan is None:
             return
-        if pending.moved:
-            report.moved += len(pending.plan.to_move)
+        if plan.moved:
+            report.moved += len(plan.to_move)
         crash_point("after_move")
 
     def _commit_moves(self, uv: int, report: IngestReport) -> None:
@@ -379,9 +372,9 @@ class Ingester:
         if self._unrecorded is None:
             return
         with self.sessions() as s:
-            pending = self._record_moves(s, uv)
+            plan = self._record_moves(s, uv)
             s.commit()
-        self._moves_committed(pending, report)
+        self._moves_committed(plan, report)
 
     def _known(self, s: Session, uv: int, refs: list[MessageRef]) -> dict[str, Message]:
         """Rows already recorded for these refs, by ref.key."""

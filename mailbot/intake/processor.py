@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailbot.clock import now
 from mailbot.config import Config
-from mailbot.intake.crash import crash_point
+from mailbot.faults import crash_point
 from mailbot.intake.models import MESSAGE_ARCHIVED, MESSAGE_PROCESSED, Message
 from mailbot.intake.parking import charge_failure, claim
 from mailbot.intake.pool import (

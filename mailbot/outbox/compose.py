@@ -22,11 +22,11 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime
 from email.utils import format_datetime, formataddr, getaddresses
 from urllib.parse import quote
 
-from mailbot.clock import now
+from mailbot.clock import local, now
 
 LOOP_HEADER = "X-Mailbot-Loop"
 CRLF = "\r\n"
@@ -35,7 +35,6 @@ BASE64_LINE = 76  # RFC 2045 6.8
 EW_BYTES = 45  # UTF-8 octets per encoded word: 60 base64 characters, 72 with =?UTF-8?B??=
 MAX_NAME = 80  # characters of an attachment's name: under 998 octets in either encoding
 MAX_REFERENCES = 10  # the first and the latest ones: enough to thread, short enough to read
-BEIJING = timezone(timedelta(hours=8))
 _MSGID = re.compile(r"^<[!-;=?-~]+>$")  # printable ASCII without < > or spaces
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -71,7 +70,7 @@ def compose(*, from_addr: str, to_addrs: Sequence[str], subject: str, text: str,
         ("From", _fold("From", _address(from_addr, from_name))),
         ("To", _fold("To", recipients)),
         ("Subject", _fold("Subject", _text_tokens(subject))),
-        ("Date", format_datetime(_aware(date))),
+        ("Date", format_datetime(local(date or now()))),  # the applicant's local time
         ("Message-ID", message_id),
     ]
     parent = in_reply_to if in_reply_to and _MSGID.match(in_reply_to) else None
@@ -96,13 +95,6 @@ def compose(*, from_addr: str, to_addrs: Sequence[str], subject: str, text: str,
 
 
 # -- headers ----------------------------------------------------------------------------------
-
-def _aware(date: datetime | None) -> datetime:
-    moment = date or now()
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # naive values are UTC, as the database keeps them
-    return moment.astimezone(BEIJING)  # the applicant's local time in the Date line
-
 
 def _clean(text: str) -> str:
     """One line: control characters (CR, LF, ...) would inject header fields."""

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from mailbot.faults import crash_point
 from mailbot.outbox.models import (
@@ -150,20 +150,22 @@ def _render_batch(session: Session, row_ids: list[int],
                   report: SendReport) -> list[int]:
     """Render the rows without bytes, suppress or fail those that cannot go, commit once;
     the ids still to send, in order."""
-    rows = {r.id: r for r in session.scalars(select(OutboxMessage).where(
-        OutboxMessage.id.in_(row_ids), OutboxMessage.state == QUEUED))}
+    # Without the bytes themselves (a retry's may hold certificates and the notice PDF).
+    rows = {r.id: (r, unrendered) for r, unrendered in session.execute(
+        select(OutboxMessage, OutboxMessage.raw.is_(None)).options(defer(OutboxMessage.raw))
+        .where(OutboxMessage.id.in_(row_ids), OutboxMessage.state == QUEUED))}
     ready: list[int] = []
     rendered: list[dict[str, object]] = []
     for row_id in row_ids:
-        row = rows.get(row_id)
-        if row is None:  # sent, failed or suppressed by another sender meanwhile
+        if row_id not in rows:  # sent, failed or suppressed by another sender meanwhile
             continue
+        row, unrendered = rows[row_id]
         problem = next(filter(None, (address_problem(normalise_address(a))
                                      for a in row.to_addrs or [""])), None)
         if problem:  # rows written by hand, or before a rule changed: loop safety still holds
             _suppress(row, problem, report)
             continue
-        if row.raw is None:
+        if unrendered:
             try:
                 raw = prepare(session, row)
                 if not isinstance(raw, bytes | bytearray):

@@ -58,6 +58,7 @@ class Sentences:
                  labels: Mapping[str, Mapping[str, str]]) -> None:
         self.entries = dict(entries)
         self.labels = {t: dict(labels.get(t, {})) for t in LABEL_TABLES}
+        self.helpers = self._helpers()  # made once: every sentence of every mail uses them
 
     @classmethod
     def load(cls, *folders: str | Path) -> Sentences:
@@ -115,7 +116,7 @@ class Sentences:
         facts = _field(finding, "facts") or {}
         values = {"facts": dict(facts) if isinstance(facts, Mapping) else {},
                   "detail": _field(finding, "detail", "") or "", "code": code,
-                  "severity": _field(finding, "severity", "") or "", **self._helpers()}
+                  "severity": _field(finding, "severity", "") or "", **self.helpers}
         try:
             text = entry.template.render(values)
         except TemplateError as exc:

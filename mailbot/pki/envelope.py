@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from asn1crypto import pem, x509
 
 from mailbot.pki import der, sm2
+from mailbot.pki.csr import OID_EC_PUBLIC_KEY as EC_PUBLIC_KEY
+from mailbot.pki.csr import OID_SM2 as SM2_CURVE
 from mailbot.pki.errors import PkiError
 
 SM4_ECB = "1.2.156.10197.1.104.1"
 SM4_BARE = "1.2.156.10197.1.104"
-EC_PUBLIC_KEY = "1.2.840.10045.2.1"
-SM2_CURVE = "1.2.156.10197.1.301"
 
 
 class EnvelopeError(PkiError, ValueError):

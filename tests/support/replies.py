@@ -42,6 +42,7 @@ from mailbot.cli import main
 from mailbot.config import Config
 from mailbot.intake.models import Message as MessageRow
 from mailbot.outbox.models import OutboxMessage
+from mailbot.rules.validators import resident_id_check_digit
 from tests.support.mailbuilders import Att, Mail, build, jpeg, make_form, pdf
 from tests.support.smtp import Delivery, SmtpServer
 
@@ -74,8 +75,7 @@ ORG_CODE = "91350200MA2Y00000K"  # a valid GB 32100 check character, Xiamen regi
 
 def resident_id(first17: str) -> str:
     """An 18-digit 居民身份证 number with its GB 11643 (ISO 7064 MOD 11-2) check character."""
-    weights = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-    return first17 + "10X98765432"[sum(int(c) * w for c, w in zip(first17, weights, strict=True)) % 11]
+    return first17 + resident_id_check_digit(first17)
 
 
 def form_fields(org: str, email: str, **changes: str) -> dict[str, str]:

@@ -21,7 +21,6 @@ that builds one from an outbox row (the subprocess in the kill test imports them
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -35,6 +34,8 @@ from urllib.parse import quote
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
+
+from tests.support.dovecot import free_port
 
 HOST = "127.0.0.1"
 USER = "xmport@189.cn"
@@ -90,12 +91,6 @@ def make_certificate(folder: Path) -> TlsFiles:
                     "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
                    check=True, capture_output=True)
     return TlsFiles(cert, key)
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class _Handler:
