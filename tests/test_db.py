@@ -28,7 +28,7 @@ def test_upgrade_is_idempotent(engine) -> None:
 def test_datetimes_come_back_in_utc(session, frozen_clock) -> None:
     case = Case(ref="XM-2026-0001", kind="new", state="received")
     session.add(case)
-    session.add(Message(source="maildir:/x", size=10, case=case))
+    session.add(Message(source="maildir:/x", source_key="k1", size=10, case=case))
     session.commit()
     session.expire_all()
     got = session.scalars(select(Case)).one()

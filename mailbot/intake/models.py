@@ -68,7 +68,10 @@ class Message(Base):
     source: Mapped[str] = mapped_column(String(400))
     uidvalidity: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     uid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    source_key: Mapped[str | None] = mapped_column(String(400), nullable=True)  # Maildir key
+    # The listing's key (IMAP: the UID; Maildir: the file's key), distinct within a fetch
+    # batch: as the insert sentinel it lets a batch's rows go in one INSERT ... RETURNING on
+    # SQLite too, which otherwise inserts row by row to match the ids to the rows.
+    source_key: Mapped[str] = mapped_column(String(400), insert_sentinel=True)
     message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
     sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     size: Mapped[int] = mapped_column(BigInteger)

@@ -89,7 +89,7 @@ def approved(desk: Desk, ref: str, kind: str, attachments: list[Att], *,
         case = Case(ref=ref, kind=kind, state="awaiting_confirmation", company=ORG)
         s.add(case)
         s.flush()
-        s.add(Message(source="test", size=len(raw), sha256=sha, case_id=case.id,
+        s.add(Message(source="test", source_key=ref, size=len(raw), sha256=sha, case_id=case.id,
                       status="processed", kind=kind))
         staff = staff_fields or {}
         # one row per key: what staff typed in (`cases edit`) replaced what the form said
