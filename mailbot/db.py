@@ -249,10 +249,41 @@ def upgrade(url: str | None = None, *, engine: Engine | None = None, revision: s
     if engine is None:
         assert url is not None
         engine = make_engine(url)
+    _migrate(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision` (Alembic)."""
+    _migrate(engine, command.downgrade, revision)
+
+
+def _migrate(engine: Engine, step: Callable[[AlembicConfig, str], None], revision: str) -> None:
+    """Run an Alembic command in one transaction on one of the engine's connections.
+
+    SQLite's batch mode changes a table by copying it and dropping the old one, which fails
+    while foreign keys are enforced and other tables' rows point at it; as SQLite's own
+    procedure for schema changes says, enforcement is off meanwhile and the keys are checked
+    before the commit instead.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    with engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction
+            conn.commit()
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                step(cfg, revision)
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration left {len(broken)} rows pointing at"
+                                           f" rows that do not exist (first: {broken[0]})")
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def begin_write(session: Session) -> None:

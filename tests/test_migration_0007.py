@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from alembic import command
 from asn1crypto import x509
 from sqlalchemy import inspect, text
 
-from mailbot.db import alembic_config, make_engine, upgrade
+from mailbot.db import downgrade, make_engine, upgrade
 from mailbot.pki import sm2
 from mailbot.pki.ca import sig_alg
 from mailbot.pki.issue import build_tbs, subject_fields, subject_name
@@ -54,10 +53,7 @@ def test_0007_fills_the_subject_columns_of_existing_certificates(db_url, ca_stat
         assert {"ix_pki_certificates_subject_org",
                 "ix_pki_certificates_subject_serial_number"} <= indexes
 
-        cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0006_outbox")
+        downgrade(engine, "0006_outbox")
         engine.dispose()  # SQLite's batch mode copied the table: fresh reflection
         columns = {c["name"] for c in inspect(engine).get_columns("pki_certificates")}
         assert "subject_org" not in columns and "subject_serial_number" not in columns
