@@ -263,6 +263,7 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
     daemon.source.open()
     daemon.intake.processor.start()
     check_outbox(cfg)
+    daemon.started()  # as run_once does before its cycle
     profiler = None
     if profile:
         import cProfile

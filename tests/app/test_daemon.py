@@ -132,6 +132,23 @@ def test_parked_message_status_and_reprocess(tmp_path, db_url, engine, capsys) -
     assert _count(db_url, Case) == 2
 
 
+def test_start_up_heap_is_kept_out_of_collections_until_close(tmp_path, db_url) -> None:
+    """run_once freezes what start-up built (no full collection walks it during the run) and
+    gives it back to the collector when the daemon closes."""
+    import gc
+
+    from mailbot.app.daemon import Daemon
+
+    (tmp_path / "var").mkdir()
+    cfg = make_config(tmp_path, db_url, "maildir:mail")
+    frozen_during: list[int] = []
+    d = Daemon(cfg)
+    d.cycle = lambda **_kw: frozen_during.append(gc.get_freeze_count())  # type: ignore[method-assign]
+    d.run_once()
+    assert frozen_during and frozen_during[0] > 0
+    assert gc.get_freeze_count() == 0
+
+
 _wait_for = wait_for
 
 
