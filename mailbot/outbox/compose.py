@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, formataddr, getaddresses
+from functools import lru_cache
 from urllib.parse import quote
 
 from mailbot.clock import local, now
@@ -136,6 +137,7 @@ def _fold(name: str, tokens: Sequence[str], width: int = 78) -> str:
     return (CRLF + " ").join(lines)
 
 
+@lru_cache(maxsize=4096)  # a batch writes the same few addresses again and again
 def _bare(address: str) -> str:
     """The addr-spec of an address, domain in IDNA (ASCII); a non-ASCII local part needs
     SMTPUTF8, which the outbox does not speak."""
@@ -156,14 +158,19 @@ def _bare(address: str) -> str:
 def _address(address: str, name: str | None = None) -> list[str]:
     """`name <addr>` as header tokens, the name quoted or RFC 2047-encoded; the name in
     `address` counts when none is given."""
+    return list(_address_tokens(address, name))
+
+
+@lru_cache(maxsize=4096)
+def _address_tokens(address: str, name: str | None) -> tuple[str, ...]:
     parsed = getaddresses([_clean(address)])
     display = _clean(name if name is not None else (parsed[0][0] if parsed else ""))
     addr = _bare(address)
     if not display:
-        return [addr]
+        return (addr,)
     if display.isascii():
-        return [formataddr((display, addr)).rsplit(" <", 1)[0], f"<{addr}>"]
-    return [*_encoded_words(display).split(" "), f"<{addr}>"]
+        return (formataddr((display, addr)).rsplit(" <", 1)[0], f"<{addr}>")
+    return (*_encoded_words(display).split(" "), f"<{addr}>")
 
 
 def _references(references: Sequence[str], parent: str | None) -> list[str]:
@@ -265,9 +272,9 @@ def _attachment(att: Attachment) -> bytes:
 
 def _check_lines(raw: bytes) -> None:
     """Every line CRLF-terminated and <= 998 octets: what an SMTP server may otherwise cut."""
-    lines = raw.split(b"\r\n")
-    if lines[-1] != b"" or any(b"\r" in line or b"\n" in line for line in lines):
+    crlf = raw.count(b"\r\n")
+    if not raw.endswith(b"\r\n") or raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
         raise ValueError("the composed message has a bare LF or CR")
-    longest = max(len(line) for line in lines)
+    longest = max(map(len, raw.split(b"\r\n")))
     if longest > MAX_LINE:
         raise ValueError(f"the composed message has a line of {longest} octets")

@@ -34,8 +34,6 @@ import re
 import ssl
 import tempfile
 from collections.abc import Sequence
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -136,11 +134,16 @@ class FileTransport(Transport):
                 Path(tmp).unlink(missing_ok=True)
 
 
+# The first Message-ID field with its folded lines (a continuation line starts with WSP).
+_MESSAGE_ID_FIELD = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
 def eml_name(data: bytes) -> str:
     """A file name for the message: its Message-ID made safe, else a hash of its bytes."""
     end = data.find(b"\r\n\r\n")  # the header block is all the name needs
-    headers = BytesHeaderParser(policy=compat32).parsebytes(data[:end + 2] if end >= 0 else data)
-    message_id = " ".join(str(headers.get("Message-ID") or "").split()).strip("<>")
+    found = _MESSAGE_ID_FIELD.search(data, 0, end + 2 if end >= 0 else len(data))
+    value = found.group(1).decode("utf-8", "replace") if found else ""
+    message_id = " ".join(value.split()).strip("<>")
     if not message_id:
         return f"no-message-id-{hashlib.sha256(data).hexdigest()[:20]}.eml"
     safe = re.sub(r"[^A-Za-z0-9._@+=-]", "_", message_id)[:150].lstrip(".") or "_"

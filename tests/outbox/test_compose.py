@@ -247,3 +247,13 @@ def test_a_subject_that_looks_encoded_reads_as_written(issued: Rendered) -> None
     subject = "[XM-2026-0007] =?utf-8?b?5Lit?= 中"
     raw = build(issued, subject=subject)
     assert str(email.message_from_bytes(raw, policy=policy.default)["Subject"]) == subject
+
+
+@pytest.mark.parametrize("raw", [b"a\r\nb\nc\r\n", b"a\r\nb\rc\r\n", b"a\r\nb", b"a\n\r\n",
+                                 b"x" * 999 + b"\r\n"])
+def test_the_line_check_refuses_bare_line_ends_and_long_lines(raw: bytes) -> None:
+    from mailbot.outbox.compose import _check_lines
+
+    with pytest.raises(ValueError):
+        _check_lines(raw)
+    _check_lines(b"a\r\n" + b"x" * 998 + b"\r\n")  # CRLF only, 998 octets: fine

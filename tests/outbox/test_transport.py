@@ -17,6 +17,7 @@ from mailbot.outbox.transport import (
     SmtpTransport,
     TemporaryFailure,
     TlsCertificateError,
+    eml_name,
     transport_from_url,
     wire_form,
 )
@@ -247,6 +248,29 @@ def test_file_paths(tmp_path: Path) -> None:
     transport.send(b"Subject: no id\r\n\r\nbody\r\n", FROM, [TO])
     [written] = (tmp_path / "out").iterdir()
     assert written.name.startswith("no-message-id-")
+
+
+@pytest.mark.parametrize(("raw", "name"), [
+    (b"From: a\r\nMessage-ID: <XM-2026-0001.ab12@189.cn>\r\n\r\nbody",
+     "XM-2026-0001.ab12@189.cn.eml"),
+    (b"From: a\r\nmessage-id:\r\n <folded@x.cn>\r\n\r\nMessage-ID: <body@x.cn>\r\n",
+     "folded@x.cn.eml"),  # any case, folded; a "field" in the body is none
+    (b"From: a\r\nMessage-ID: <first@x.cn>\r\nMessage-ID: <second@x.cn>\r\n\r\n",
+     "first@x.cn.eml"),
+    (b"From: a\r\nX-Message-ID: <other@x.cn>\r\n\r\n", None),
+    (b"Subject: x\r\n\r\nMessage-ID: <in-the-body@x.cn>\r\n", None),
+])
+def test_file_names_come_from_the_first_message_id_field(raw: bytes, name: str | None) -> None:
+    got = eml_name(raw)
+    assert got == name if name is not None else got.startswith("no-message-id-")
+
+
+def test_file_names_of_unsafe_message_ids_stay_apart() -> None:
+    """Cleaned to the same characters, two ids still get two files (a hash of each)."""
+    a = eml_name(b"Message-ID: <a b@x.cn>\r\n\r\n")
+    b = eml_name(b"Message-ID: <a/b@x.cn>\r\n\r\n")
+    assert a.startswith("a_b@x.cn-") and b.startswith("a_b@x.cn-") and a != b
+    assert "/" not in eml_name("Message-ID: <../../中@x.cn>\r\n\r\n".encode())
 
 
 def test_file_write_failure_is_temporary(tmp_path: Path) -> None:
