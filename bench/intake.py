@@ -255,14 +255,14 @@ def one_round(user, cfg, profile: str | None, replies: bool = False) -> tuple[fl
     print(f"raw imapclient BODY.PEEK[] fetch: {raw_before:.1f} messages/s"
           f" ({raw_bytes / 1e6 / (n / raw_before):.0f} MB/s)")
     fresh_schema(cfg)
-    daemon = Daemon(cfg)
-    # Start-up is not timed: the mailbox login, the parse workers, and what `mailbot run`
-    # checks before any work (cli/daemon.py): the templates compiled, the notice's font.
+    # Start-up is not timed: what `mailbot run` checks before any work (cli/daemon.py: the
+    # templates compiled, the notice's font), the mailbox login, the parse workers.
     from mailbot.app.outbox_job import check_outbox
 
+    check_outbox(cfg)
+    daemon = Daemon(cfg)
     daemon.source.open()
     daemon.intake.processor.start()
-    check_outbox(cfg)
     daemon.started()  # as run_once does before its cycle
     profiler = None
     if profile:

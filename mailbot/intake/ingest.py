@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Fetch batches are cut at this many bytes too, so one batch never holds much more than this.
 BATCH_BYTES = 16 * 1024 * 1024
+# The first batch of a run is this small: analysis starts after its commit.
+FIRST_BATCH = 10
 # Header blocks longer than this are cut before parsing (the real parse happens in analysis).
 MAX_HEADER_BYTES = 256 * 1024
 # IMAP messages over this size are fetched in pieces of STREAM_PIECE bytes (bounded memory).
@@ -122,10 +124,14 @@ def _header_end(raw: bytes) -> int:
 
 
 def _batches(refs: Sequence[MessageRef], count: int, max_bytes: int) -> Iterable[list[MessageRef]]:
+    """Batches of `count` messages (at most `max_bytes`), the first smaller: the parse
+    workers wait for the first commit, so it comes early."""
     batch: list[MessageRef] = []
     size = 0
+    limit = min(count, FIRST_BATCH)
     for ref in refs:
-        if batch and (len(batch) >= count or size + ref.size > max_bytes):
+        if batch and (len(batch) >= limit or size + ref.size > max_bytes):
+            limit = count
             yield batch
             batch, size = [], 0
         batch.append(ref)

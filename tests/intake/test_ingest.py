@@ -282,3 +282,19 @@ def test_big_imap_message_is_streamed_into_the_archive(imap_env, monkeypatch) ->
     assert archive.load(cfg.archive_dir, rows[1].sha256) == big
     assert rows[1].subject == "厦门测试科技有限公司+数字证书申办"
     assert not [p for p in cfg.archive_dir.rglob(".tmp-*")]
+
+
+def test_the_first_batch_is_small_then_full_batches_within_the_byte_cap() -> None:
+    """The parse workers wait for the first commit: it holds FIRST_BATCH messages; later
+    batches hold `count`, and none goes over the byte cap (a bigger message goes alone)."""
+    from mailbot.intake.ingest import FIRST_BATCH, _batches
+    from mailbot.mailbox.base import MessageRef
+
+    refs = [MessageRef(key=str(i), uid=i, size=10) for i in range(1, 131)]
+    sizes = [len(b) for b in _batches(refs, 50, 10**9)]
+    assert sizes == [FIRST_BATCH, 50, 50, 130 - FIRST_BATCH - 100]
+    assert [len(b) for b in _batches(refs[:5], 50, 10**9)] == [5]
+    assert [len(b) for b in _batches(refs[:30], 3, 10**9)] == [3] * 10  # count below it
+    big = [MessageRef(key="a", uid=1, size=60), MessageRef(key="b", uid=2, size=60),
+           MessageRef(key="c", uid=3, size=10)]
+    assert [[r.key for r in b] for b in _batches(big, 50, 100)] == [["a"], ["b", "c"]]
