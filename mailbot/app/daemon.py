@@ -100,16 +100,17 @@ class Daemon:
                                      analyse=analyse_and_judge)
 
     def started(self) -> None:
-        """Start-up is done: collect its garbage once, then keep what it built (modules, the
-        engine, compiled templates and statements) out of later collections.
+        """Start-up is done: keep what it built (modules, the engine, compiled templates and
+        statements) out of later collections.
 
         A full collection walks every object the process holds, holding the GIL: two of them
         cost ~0.2 s of a 600-message `run --once` (bench/intake.py), stalling intake, the
         archiving thread and the recorder alike. Forked parse workers share more pages too.
-        `close` gives the objects back to the collector.
+        Only the young generations are collected first (a full collection of a large heap
+        takes long itself); `close` gives the objects back to the collector.
         """
         if not self._heap_frozen:
-            gc.collect()
+            gc.collect(1)
             gc.freeze()
             self._heap_frozen = True
 
