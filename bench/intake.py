@@ -157,6 +157,15 @@ def make_application(n: int, csr: bytes, target_kb: int, big: int = 0) -> bytes:
 
 # -- measuring ------------------------------------------------------------------------------
 
+def cpu_check_ms() -> float:
+    """A fixed pure-Python workload, timed: how fast the machine runs right now (the raw
+    fetch hardly shows it, mostly Dovecot and socket copies; our run, mostly Python, does)."""
+    t0, x = time.perf_counter(), 0
+    for i in range(5_000_000):
+        x += i
+    return (time.perf_counter() - t0) * 1000
+
+
 def raw_fetch_rate(user, batch: int, uids: list[int] | None = None,
                    folder: str = "INBOX") -> tuple[float, int]:
     """Messages/s of a bare imapclient BODY.PEEK[] fetch in batches of `batch` messages, as
@@ -428,6 +437,8 @@ def main() -> int:
             work.mkdir()
             cfg = config_for(work, user.url, round_db(), args.workers, args.fetch_batch)
             print(f"-- round {r + 1} of {args.rounds}")
+            print(f"CPU check: {cpu_check_ms():.0f} ms for 5 M Python additions"
+                  " (this shared machine's speed drifts; compare rounds with it)")
             rate, ratio = one_round(user, cfg, args.profile if r == 0 else None, args.replies)
             rates.append(rate)
             ratios.append(ratio)
