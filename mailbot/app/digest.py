@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from mailbot import clock
 from mailbot.app.issuance import case_fields
@@ -83,7 +83,7 @@ def digest_context(session: Session, cfg: Config, at: datetime) -> dict[str, Any
                             "since": _local(m.move_failing_since), "error": m.move_error or ""}
                            for m in session.scalars(select(MailboxState).where(
                                MailboxState.move_error.is_not(None)))]
-    failed = list(session.scalars(select(OutboxMessage).where(
+    failed = list(session.scalars(select(OutboxMessage).options(defer(OutboxMessage.raw)).where(
         OutboxMessage.state == FAILED, OutboxMessage.failure_reported_at.is_(None))
         .order_by(OutboxMessage.id)))
     context["outbox_failed"] = [{"ref": r.case_ref or "", "to": ", ".join(r.to_addrs),
@@ -91,7 +91,7 @@ def digest_context(session: Session, cfg: Config, at: datetime) -> dict[str, Any
                                 for r in failed]
     for row in failed:
         row.failure_reported_at = at
-    copies = session.scalars(select(OutboxMessage).where(
+    copies = session.scalars(select(OutboxMessage).options(defer(OutboxMessage.raw)).where(
         OutboxMessage.copy_state == COPY_FAILED,
         OutboxMessage.copy_next_attempt_at >= at - timedelta(days=1)))
     context["failures"].extend({"kind": "sent_copy", "where": r.case_ref or r.message_id,

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import defer
 
 from mailbot.app.mailbox_staff import open_refusals
 from mailbot.cases.models import Case
@@ -82,7 +83,8 @@ def _outbox(s: Any) -> dict[str, Any]:
         return [{"id": r.id, "ref": r.case_ref, "template": r.template, "to": list(r.to_addrs),
                  "attempts": r.attempts, "error": r.last_error, "copy_error": r.copy_error,
                  "created_at": _iso(r.created_at)}
-                for r in s.scalars(select(OutboxMessage).where(*where).order_by(OutboxMessage.id))]
+                for r in s.scalars(select(OutboxMessage).options(defer(OutboxMessage.raw))
+                                   .where(*where).order_by(OutboxMessage.id))]
 
     return {"states": states, "queued_since": _iso(oldest),
             "copies_pending": int(copies.get(COPY_PENDING, 0)),

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import defer
 
 from mailbot.cli.errors import OperationFailed, UsageError
 from mailbot.clock import local, now
@@ -36,7 +37,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     engine = make_engine(url, read_only=True)
     try:
         with session_factory(engine)() as s:
-            query = select(OutboxMessage).order_by(OutboxMessage.id)
+            # Not the bytes (a result mail holds certificates and the notice PDF).
+            query = select(OutboxMessage).options(defer(OutboxMessage.raw)).order_by(
+                OutboxMessage.id)
             if args.state:
                 query = query.where(OutboxMessage.state == args.state)
             found = list(s.scalars(query))

@@ -50,3 +50,27 @@ def test_list_and_retry(tmp_path, db_url, capsys) -> None:
     assert rc == 1 and "no such mail" in err
     rc, _out, err = cli("outbox", "list", "--state", "bogus")
     assert rc == 2 and "unknown state" in err
+
+
+def test_list_and_status_leave_the_bytes_in_the_database(tmp_path, db_url, capsys) -> None:
+    """A result mail's bytes hold certificates and the notice PDF: listing the outbox (and the
+    status of failed mail) reads the columns it shows, never `raw`."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    cli = Cli(tmp_path, db_url, capsys)
+    cli.upgrade()
+    _rows(cli, FAILED, SENT)
+    selects: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "outbox" in statement:
+            selects.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        assert len(cli.json("outbox", "list")) == 2
+        assert len(cli.json("status")["outbox"]["failed"]) == 1
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert selects and not [s for s in selects if "outbox.raw" in s]
