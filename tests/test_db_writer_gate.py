@@ -14,6 +14,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import Connection, Engine, event, text
@@ -81,10 +82,21 @@ def short_gate(monkeypatch) -> None:
 
 @pytest.fixture
 def gated(tmp_path) -> Iterator[Engine]:
-    engine = make_engine(_url(tmp_path))
-    _create(engine)
-    yield engine
-    engine.dispose()
+    with gated_engine(tmp_path) as engine:
+        yield engine
+
+
+@contextmanager
+def gated_engine(tmp_path, busy_seconds: float | None = None) -> Iterator[Engine]:
+    """An engine on a new database with table t (SQLite's busy timeout as given, else
+    make_engine's), disposed of afterwards."""
+    extra = {} if busy_seconds is None else {"connect_args": {"timeout": busy_seconds}}
+    engine = make_engine(_url(tmp_path), **extra)
+    try:
+        _create(engine)
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def passed_gate(engine: Engine, *, thread: threading.Thread | None = None) -> threading.Event:
@@ -98,6 +110,17 @@ def passed_gate(engine: Engine, *, thread: threading.Thread | None = None) -> th
             passed.set()
 
     return passed
+
+
+def writer_thread(engine: Engine, value: str) -> tuple[Runner, threading.Event]:
+    """A thread (not started) inserting `value` in a transaction of its own, and the event
+    set when its write gets past the gate."""
+    def write() -> None:
+        with engine.begin() as conn:
+            conn.execute(INSERT, {"v": value})
+
+    runner = Runner(write)
+    return runner, passed_gate(engine, thread=runner)
 
 
 # --- writers queue on the gate ------------------------------------------------------------
@@ -327,18 +350,10 @@ def test_a_forked_child_starts_with_a_free_gate(gated) -> None:
 
 def test_a_writer_woken_by_the_gate_finds_sqlite_free(tmp_path) -> None:
     # No busy timeout: meeting SQLite's write lock is an error instead of a sleep.
-    engine = make_engine(_url(tmp_path), connect_args={"timeout": 0})
-    try:
-        _create(engine)
+    with gated_engine(tmp_path, busy_seconds=0) as engine:
         a = engine.connect()
         a.execute(INSERT, {"v": "a"})
-
-        def b() -> None:
-            with engine.begin() as conn:
-                conn.execute(INSERT, {"v": "b"})
-
-        writer_b = Runner(b)
-        b_passed = passed_gate(engine, thread=writer_b)
+        writer_b, b_passed = writer_thread(engine, "b")
 
         @event.listens_for(engine, "commit")
         def _slow_commit(conn: Connection) -> None:  # after the gate's own listener
@@ -352,24 +367,14 @@ def test_a_writer_woken_by_the_gate_finds_sqlite_free(tmp_path) -> None:
         a.close()
         writer_b.finish()
         assert values(engine) == ["a", "b"]
-    finally:
-        engine.dispose()
 
 
 def test_begin_write_and_a_gated_writer_do_not_deadlock(tmp_path) -> None:
     # A short busy timeout stands in for SQLite's 30 s; GATE_SECONDS is longer (WAIT).
-    engine = make_engine(_url(tmp_path), connect_args={"timeout": 0.3})
-    try:
-        _create(engine)
+    with gated_engine(tmp_path, busy_seconds=0.3) as engine:
         session = session_factory(engine)()
         begin_write(session)  # as the PKI issuance does before its savepoint
-
-        def other() -> None:
-            with engine.begin() as conn:
-                conn.execute(INSERT, {"v": "other"})
-
-        writer = Runner(other)
-        other_passed = passed_gate(engine, thread=writer)
+        writer, other_passed = writer_thread(engine, "other")
         writer.start()
         other_passed.wait(QUEUED)  # the other thread holds the gate, SQLite keeps it waiting
         session.execute(INSERT, {"v": "session"})
@@ -377,8 +382,6 @@ def test_begin_write_and_a_gated_writer_do_not_deadlock(tmp_path) -> None:
         session.close()
         writer.finish()
         assert values(engine) == ["other", "session"]
-    finally:
-        engine.dispose()
 
 
 def test_an_invalidated_connection_rolls_back(gated) -> None:

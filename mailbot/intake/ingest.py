@@ -441,8 +441,7 @@ class Ingester:
             written.append(path)
         return ref, self._row(ref, uv, sha, writer.size, writer.head)
 
-    def _dedupe(self, s: Session,
-                fresh: list[tuple[MessageRef, Message]]) -> list[tuple[MessageRef, Message]]:
+    def _dedupe(self, s: Session, fresh: _Archived) -> _Archived:
         """Mark rows whose Message-ID or bytes were recorded before (or earlier in the batch)
         as duplicates of the first such row; add all rows with one flush."""
         if not fresh:
