@@ -20,6 +20,12 @@
    cannot be reached at all the batch stops there (the other rows would fare no better) and
    the report says so.
 
+A transport whose delivery is idempotent (`file:`: the same Message-ID replaces the same file)
+skips the claims of step 2: the batch's rows are read, handed over together (`send_many`) and
+their outcomes committed at once. A crash before that commit leaves them queued and due, and
+the next run writes the same files again: nothing is lost and nobody gets a second mail. Two
+senders at once may both write a file; the first to record it as sent counts it.
+
 The one window no SMTP client can close: the server has taken the message (it answered, or
 was about to answer, 250 to the final dot) and the process dies, or the database is lost,
 before the `sent` commit; or the connection drops after the final dot before the 250
@@ -116,7 +122,10 @@ def send_due(sessions: sessionmaker[Session], transport: Transport, *,
                 ready = _render_batch(session, due[start:start + RENDER_BATCH], prepare,
                                       report)
             with sessions() as session:
-                _send_batch(session, ready, transport, now, report, policy, should_stop)
+                if transport.idempotent:
+                    _send_batch_at_once(session, ready, transport, now, report, policy)
+                else:
+                    _send_batch(session, ready, transport, now, report, policy, should_stop)
             if report.unreachable is not None or report.stopped:
                 break
     finally:
@@ -225,6 +234,28 @@ def _send_batch(session: Session, row_ids: list[int], transport: Transport,
             break
 
 
+def _send_batch_at_once(session: Session, row_ids: list[int], transport: Transport,
+                        now: Callable[[], datetime], report: SendReport,
+                        policy: _Policy) -> None:
+    """For an idempotent transport: read the rows still queued and due, hand them over
+    together, record every outcome and commit once."""
+    if not row_ids:
+        return
+    found = {r.id: r for r in session.connection().execute(
+        _READ_DUE, {"b_ids": row_ids, "b_at": now()})}
+    rows = [_Claimed(i, found[i].message_id, bytes(found[i].raw), found[i].from_addr,
+                     list(found[i].to_addrs or []), found[i].attempts)
+            for i in row_ids if i in found]
+    session.rollback()  # no transaction is held while the transport works
+    outcomes = transport.send_many([(r.raw, r.from_addr, r.to_addrs) for r in rows])
+    sent = [row for row, outcome in zip(rows, outcomes, strict=True)
+            if _record_outcome(session, row, outcome, transport, now, report, policy) == SENT]
+    session.commit()
+    for row in sent:
+        report.sent += 1
+        log.info("outbox %d %s sent to %s", row.id, row.message_id, ", ".join(row.to_addrs))
+
+
 UNREACHABLE = "unreachable"  # an outcome of _deliver besides the row states
 
 
@@ -237,7 +268,12 @@ _CLAIM = (update(_TABLE)
 _READ = select(_TABLE.c.message_id, _TABLE.c.raw, _TABLE.c.from_addr, _TABLE.c.to_addrs,
                _TABLE.c.attempts).where(_TABLE.c.id == bindparam("b_id"))
 _CLAIM_READ = _CLAIM.returning(*_READ.selected_columns)
-_SENT = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"))
+_READ_DUE = (select(_TABLE.c.id, *_READ.selected_columns)
+             .where(_TABLE.c.id.in_(bindparam("b_ids", expanding=True)),
+                    _TABLE.c.state == QUEUED, _TABLE.c.next_attempt_at <= bindparam("b_at"),
+                    _TABLE.c.raw.is_not(None)))
+# Outcomes touch only a row still queued: another sender may have recorded it meanwhile.
+_SENT = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.state == QUEUED)
          .values(state=SENT, sent_at=bindparam("b_at"), attempts=_TABLE.c.attempts + 1,
                  last_error=None, copy_state=bindparam("b_copy")))
 _STORE_RAW = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.raw.is_(None))
@@ -267,27 +303,41 @@ def _deliver(session: Session, row: _Claimed, transport: Transport,
     """Hand the row to the transport; write (not commit) its outcome; the outcome."""
     try:
         transport.send(row.raw, row.from_addr, row.to_addrs)
-    except PermanentFailure as exc:
-        _record_failure(session, row, str(exc), report)
-        return FAILED
-    except Exception as exc:  # TemporaryFailure, or a transport bug: the outcome is unknown
-        if not isinstance(exc, TemporaryFailure):
-            log.exception("outbox %d: the transport failed unexpectedly", row.id)
-        error = str(exc) if isinstance(exc, TemporaryFailure) else f"{type(exc).__name__}: {exc}"
-        state = _record_retry(session, row, error, now(), report, policy)
-        if isinstance(exc, ServerUnreachable):
-            report.unreachable = str(exc)
-            return UNREACHABLE
-        return state
+    except Exception as exc:
+        return _record_outcome(session, row, exc, transport, now, report, policy)
     crash_point("send_after_accept")
-    session.connection().execute(_SENT, {
-        "b_id": row.id, "b_at": now(),
-        "b_copy": COPY_PENDING if policy.copy_wanted else COPY_NONE})
-    return SENT
+    return _record_outcome(session, row, None, transport, now, report, policy)
+
+
+def _record_outcome(session: Session, row: _Claimed, outcome: Exception | None,
+                    transport: Transport, now: Callable[[], datetime], report: SendReport,
+                    policy: _Policy) -> str:
+    """Write (not commit) what the transport made of the row: SENT, FAILED, QUEUED (to be
+    retried), UNREACHABLE (retried; the server could not be reached at all), or "" when the
+    row was no longer queued (another sender recorded it)."""
+    if outcome is None:
+        done = session.connection().execute(_SENT, {
+            "b_id": row.id, "b_at": now(),
+            "b_copy": COPY_PENDING if policy.copy_wanted else COPY_NONE}).rowcount
+        return SENT if done == 1 else ""
+    if isinstance(outcome, PermanentFailure):
+        _record_failure(session, row, str(outcome), report)
+        return FAILED
+    # TemporaryFailure, or a transport bug: the outcome is unknown
+    if not isinstance(outcome, TemporaryFailure):
+        log.error("outbox %d: the transport failed unexpectedly", row.id, exc_info=outcome)
+    error = (str(outcome) if isinstance(outcome, TemporaryFailure)
+             else f"{type(outcome).__name__}: {outcome}")
+    state = _record_retry(session, row, error, now(), report, policy)
+    if isinstance(outcome, ServerUnreachable):
+        report.unreachable = str(outcome)
+        return UNREACHABLE
+    return state
 
 
 def _set(session: Session, row_id: int, **values: object) -> None:
-    session.connection().execute(update(_TABLE).where(_TABLE.c.id == row_id).values(**values))
+    session.connection().execute(update(_TABLE).where(
+        _TABLE.c.id == row_id, _TABLE.c.state == QUEUED).values(**values))
 
 
 def _record_failure(session: Session, row: _Claimed, error: str, report: SendReport) -> None:

@@ -81,13 +81,33 @@ def wire_form(raw: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
+Mail = tuple[bytes, str, Sequence[str]]  # raw, from_addr, to_addrs: what `send` takes
+
+
 class Transport:
     """Delivers rendered mail; `close` ends a batch (the sender calls it when done)."""
 
     name = ""  # for logs and errors: never carries a password
+    # True when delivering the same bytes again delivers nothing twice (a file: outbox
+    # replaces its file): the sender may then hand over a batch with `send_many` and commit
+    # its outcomes together, since a crash before that commit repeats nobody's mail.
+    idempotent = False
 
     def send(self, raw: bytes, from_addr: str, to_addrs: Sequence[str]) -> None:
         raise NotImplementedError
+
+    def send_many(self, mails: Sequence[Mail]) -> list[Exception | None]:
+        """Deliver each mail in turn: per mail, None when it was accepted, else what `send`
+        raised (the sender records it against that mail's row)."""
+        outcomes: list[Exception | None] = []
+        for raw, from_addr, to_addrs in mails:
+            try:
+                self.send(raw, from_addr, to_addrs)
+            except Exception as exc:  # noqa: BLE001 - the caller records it, as for send
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     def close(self) -> None:
         """Release the connection of this batch; a later `send` opens a new one."""
@@ -106,14 +126,35 @@ class Transport:
 class FileTransport(Transport):
     """`file:PATH`: each mail becomes PATH/<Message-ID>.eml, written atomically.
 
-    The same Message-ID writes the same file, so a resent mail replaces its copy.
+    The same Message-ID writes the same file, so a resent mail replaces its copy: delivery is
+    idempotent, and a batch (`send_many`) syncs the folder once, after its last file.
     """
+
+    idempotent = True
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.name = f"file:{folder}"
 
     def send(self, raw: bytes, from_addr: str, to_addrs: Sequence[str]) -> None:
+        [outcome] = self.send_many([(raw, from_addr, to_addrs)])
+        if outcome is not None:
+            raise outcome
+
+    def send_many(self, mails: Sequence[Mail]) -> list[Exception | None]:
+        """Write each file (its bytes synced before its name points at them), then sync the
+        folder once: only then is any of them accepted, since a rename is durable only then."""
+        outcomes: list[Exception | None] = [self._write(raw) for raw, _from, _to in mails]
+        if any(outcome is None for outcome in outcomes):
+            try:
+                _fsync_dir(self.folder)
+            except OSError as exc:  # the renames may not survive a power cut: write again
+                failure = TemporaryFailure(f"cannot sync {self.folder}: {exc.strerror or exc}")
+                outcomes = [failure if outcome is None else outcome for outcome in outcomes]
+        return outcomes
+
+    def _write(self, raw: bytes) -> TemporaryFailure | None:
+        """Write one mail's file in place of any older one; the failure, or None."""
         data = wire_form(raw)
         target = self.folder / eml_name(data)
         tmp: str | None = None
@@ -126,12 +167,12 @@ class FileTransport(Transport):
                 os.fsync(fh.fileno())  # the bytes are on disk before the name points at them
             os.replace(tmp, target)
             tmp = None
-            _fsync_dir(self.folder)  # and the rename survives a power cut
         except OSError as exc:
-            raise TemporaryFailure(f"cannot write {target}: {exc.strerror or exc}") from exc
+            return TemporaryFailure(f"cannot write {target}: {exc.strerror or exc}")
         finally:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
+        return None
 
 
 # The first Message-ID field with its folded lines (a continuation line starts with WSP).

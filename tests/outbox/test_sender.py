@@ -44,7 +44,7 @@ from mailbot.outbox.sender import (
     mark_copy_failed,
     send_due,
 )
-from mailbot.outbox.transport import Transport, transport_from_url
+from mailbot.outbox.transport import TemporaryFailure, Transport, transport_from_url
 from tests.support import smtp as smtp_support
 from tests.support.smtp import SmtpServer, prepare_simple
 
@@ -326,7 +326,7 @@ def test_bytes_another_sender_stored_first_are_the_ones_sent(
 
 
 def test_one_commit_a_row_besides_the_batch_rendering(
-        sessions: sessionmaker[Session], tmp_path: Path,
+        sessions: sessionmaker[Session], smtp_server: SmtpServer, tmp_path: Path,
         frozen_clock: clock.FrozenClock) -> None:
     """Each row's claim is committed with the previous row's outcome: a batch of N rows
     costs N + 1 commits to send, plus the snapshot's and the rendering's."""
@@ -335,12 +335,65 @@ def test_one_commit_a_row_besides_the_batch_rendering(
     frozen_clock.advance(seconds=count)
     commits: list[Session] = []
     event.listen(sessions, "after_commit", commits.append)  # this test's own sessionmaker
-    transport = transport_from_url("file:outbox", password=None, timeout=1, base_dir=tmp_path)
-    assert _send(sessions, transport, frozen_clock).sent == count
+    assert _send(sessions, _transport(smtp_server, tmp_path), frozen_clock).sent == count
     batches = -(-count // sender.RENDER_BATCH)
     # per batch: the rendering, the first claim, then one commit per row
     assert len(commits) == batches * 2 + count
     assert [r.state for r in _rows(sessions)] == [SENT] * count
+
+
+def test_an_idempotent_transport_gets_a_batch_and_one_commit(
+        sessions: sessionmaker[Session], tmp_path: Path,
+        frozen_clock: clock.FrozenClock) -> None:
+    """file: replaces a file written twice, so nothing is claimed: a batch is written, the
+    folder synced once, and its outcomes committed together."""
+    count = sender.RENDER_BATCH + 5
+    _queue(sessions, frozen_clock(), count)
+    frozen_clock.advance(seconds=count)
+    commits: list[Session] = []
+    event.listen(sessions, "after_commit", commits.append)
+    transport = transport_from_url("file:outbox", password=None, timeout=1, base_dir=tmp_path)
+    assert transport.idempotent
+    handed: list[int] = []
+    real_send_many = transport.send_many
+    transport.send_many = lambda mails: handed.append(len(mails)) or real_send_many(mails)
+    assert _send(sessions, transport, frozen_clock).sent == count
+    assert handed == [sender.RENDER_BATCH, 5]
+    assert len(commits) == len(handed) * 2  # per batch: the rendering and the outcomes
+    rows = _rows(sessions)
+    assert [r.state for r in rows] == [SENT] * count
+    assert [r.next_attempt_at <= frozen_clock() for r in rows] == [True] * count  # no lease
+    assert len(list((tmp_path / "outbox").iterdir())) == count
+
+
+def test_an_idempotent_batch_records_each_outcome(
+        sessions: sessionmaker[Session], tmp_path: Path,
+        frozen_clock: clock.FrozenClock) -> None:
+    """A file that cannot be written is retried on its own; a row another sender recorded
+    meanwhile is neither counted nor changed."""
+    first, second, third = _queue(sessions, frozen_clock(), 3)
+    frozen_clock.advance(seconds=2)
+    transport = transport_from_url("file:outbox", password=None, timeout=1, base_dir=tmp_path)
+    real_send_many = transport.send_many
+
+    def send_many(mails: list[tuple[bytes, str, list[str]]]) -> list[Exception | None]:
+        with sessions() as other:  # the other sender records the first as sent meanwhile
+            other.execute(update(OutboxMessage).where(OutboxMessage.id == first)
+                          .values(state=SENT, attempts=7))
+            other.commit()
+        outcomes = real_send_many(mails)
+        return [outcome if b".0002@" not in raw else TemporaryFailure("disk full")
+                for outcome, (raw, _f, _t) in zip(outcomes, mails, strict=True)]
+
+    transport.send_many = send_many
+    report = _send(sessions, transport, frozen_clock)
+    assert (report.sent, report.retried) == (1, 1)
+    rows = {r.id: r for r in _rows(sessions)}
+    assert (rows[first].state, rows[first].attempts) == (SENT, 7)
+    assert (rows[second].state, rows[second].attempts, rows[second].last_error) == (
+        QUEUED, 1, "disk full")
+    assert rows[second].next_attempt_at == frozen_clock() + timedelta(seconds=60)
+    assert (rows[third].state, rows[third].attempts) == (SENT, 1)
 
 
 def test_sent_copy_bookkeeping(sessions: sessionmaker[Session], smtp_server: SmtpServer,
@@ -395,6 +448,13 @@ if kill_after:
         if kill_after.encode() in raw:  # the server said 250: die before the commit
             os.kill(os.getpid(), signal.SIGKILL)
     transport.send = send
+    real_send_many = transport.send_many
+    def send_many(mails):
+        outcomes = real_send_many(mails)
+        if any(kill_after.encode() in raw for raw, _f, _t in mails):  # written, not recorded
+            os.kill(os.getpid(), signal.SIGKILL)
+        return outcomes
+    transport.send_many = send_many
 send_due(session_factory(make_engine(db_url)), transport, prepare=prepare_simple,
          now=lambda: when, max_attempts=5, backoff_seconds=60, backoff_max_seconds=3600,
          copy_wanted=False)
@@ -461,6 +521,35 @@ def test_kill_between_acceptance_and_commit_repeats_at_most_one_mail(
                       rows[third].message_id: 1}
     assert {d.data for d in smtp_server.deliveries if d.message_id == second_id} == {
         rows[second].raw}  # a duplicate is the same bytes, the same Message-ID
+
+
+def test_kill_before_an_idempotent_batch_is_recorded_repeats_nobodys_mail(
+        engine: Engine, sessions: sessionmaker[Session], tmp_path: Path,
+        frozen_clock: clock.FrozenClock) -> None:
+    """Killed after a batch's files are written and synced, before its outcomes commit: the
+    rows are still queued and due at once (no lease), and the restart writes the same files
+    again: one file a mail, each holding the bytes the row stores."""
+    _queue(sessions, frozen_clock(), 3)
+    frozen_clock.advance(seconds=2)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, engine.url.render_as_string(hide_password=False),
+         f"file:{tmp_path / 'outbox'}", frozen_clock().isoformat(),
+         "<XM-2026-0007.0002@189.cn>"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE,
+        timeout=120, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode(errors="replace")
+    written = {p.name: p.read_bytes() for p in (tmp_path / "outbox").iterdir()}
+    assert len(written) == 3  # every file of the batch was written before the kill
+    rows = _rows(sessions)
+    assert [(r.state, r.attempts) for r in rows] == [(QUEUED, 0)] * 3
+    assert all(r.next_attempt_at <= frozen_clock() for r in rows)
+
+    transport = transport_from_url("file:outbox", password=None, timeout=1, base_dir=tmp_path)
+    assert _send(sessions, transport, frozen_clock).sent == 3
+    rows = _rows(sessions)
+    assert [r.state for r in rows] == [SENT] * 3
+    files = {p.name: p.read_bytes() for p in (tmp_path / "outbox").iterdir()}
+    assert files == written == {f"{r.message_id.strip('<>')}.eml": r.raw for r in rows}
 
 
 def test_the_window_is_documented() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailbot.config import ConfigError
+from mailbot.outbox import transport as transport_module
 from mailbot.outbox.transport import (
     FileTransport,
     PermanentFailure,
@@ -278,6 +279,31 @@ def test_file_write_failure_is_temporary(tmp_path: Path) -> None:
     transport = transport_from_url("file:blocked", password=None, timeout=1, base_dir=tmp_path)
     with pytest.raises(TemporaryFailure, match="cannot write"):
         transport.send(_raw(), FROM, [TO])
+
+
+def test_file_batches_fail_per_file_and_sync_the_folder_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = transport_from_url("file:outbox", password=None, timeout=1, base_dir=tmp_path)
+    (tmp_path / "outbox" / "XM-2026-0007.0002@189.cn.eml").mkdir(parents=True)  # in the way
+    synced: list[Path] = []
+    monkeypatch.setattr(transport_module, "_fsync_dir", synced.append)
+    mails = [(_raw(n), FROM, [TO]) for n in (1, 2, 3)]
+    first, second, third = transport.send_many(mails)
+    assert first is None and third is None
+    assert isinstance(second, TemporaryFailure) and "cannot write" in str(second)
+    assert synced == [tmp_path / "outbox"]
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [
+        "XM-2026-0007.0001@189.cn.eml", "XM-2026-0007.0002@189.cn.eml",
+        "XM-2026-0007.0003@189.cn.eml"]
+
+    def sync_fails(folder: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(transport_module, "_fsync_dir", sync_fails)
+    outcomes = transport.send_many(mails[:1] + mails[2:])  # not durable: none is accepted
+    assert all(isinstance(o, TemporaryFailure) and "cannot sync" in str(o) for o in outcomes)
+    with pytest.raises(TemporaryFailure, match="Input/output error"):
+        transport.send(*mails[0])
 
 
 @pytest.mark.parametrize(("url", "security", "port", "user"), [
