@@ -41,6 +41,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session, defer, sessionmaker
@@ -153,6 +154,12 @@ class _Claimed:
     to_addrs: list[str]
     attempts: int
 
+    @classmethod
+    def read(cls, row_id: int, row: Any) -> _Claimed:
+        """From a result row of _READ's columns."""
+        return cls(row_id, row.message_id, bytes(row.raw), row.from_addr,
+                   list(row.to_addrs or []), row.attempts)
+
 
 def _render_batch(session: Session, row_ids: list[int],
                   prepare: Callable[[Session, OutboxMessage], bytes],
@@ -227,9 +234,7 @@ def _send_batch(session: Session, row_ids: list[int], transport: Transport,
             raise
         if outcome == SENT and current is not None:
             crash_point("send_after_sent_commit")
-            report.sent += 1
-            log.info("outbox %d %s sent to %s", current.id, current.message_id,
-                     ", ".join(current.to_addrs))
+            _count_sent(report, current)
         if following is None:
             break
 
@@ -243,17 +248,20 @@ def _send_batch_at_once(session: Session, row_ids: list[int], transport: Transpo
         return
     found = {r.id: r for r in session.connection().execute(
         _READ_DUE, {"b_ids": row_ids, "b_at": now()})}
-    rows = [_Claimed(i, found[i].message_id, bytes(found[i].raw), found[i].from_addr,
-                     list(found[i].to_addrs or []), found[i].attempts)
-            for i in row_ids if i in found]
+    rows = [_Claimed.read(i, found[i]) for i in row_ids if i in found]
     session.rollback()  # no transaction is held while the transport works
     outcomes = transport.send_many([(r.raw, r.from_addr, r.to_addrs) for r in rows])
     sent = [row for row, outcome in zip(rows, outcomes, strict=True)
             if _record_outcome(session, row, outcome, transport, now, report, policy) == SENT]
     session.commit()
     for row in sent:
-        report.sent += 1
-        log.info("outbox %d %s sent to %s", row.id, row.message_id, ", ".join(row.to_addrs))
+        _count_sent(report, row)
+
+
+def _count_sent(report: SendReport, row: _Claimed) -> None:
+    """After the commit that recorded the row as sent."""
+    report.sent += 1
+    log.info("outbox %d %s sent to %s", row.id, row.message_id, ", ".join(row.to_addrs))
 
 
 UNREACHABLE = "unreachable"  # an outcome of _deliver besides the row states
@@ -261,17 +269,16 @@ UNREACHABLE = "unreachable"  # an outcome of _deliver besides the row states
 
 _TABLE = OutboxMessage.__table__
 # Core statements, compiled once (the ORM's update machinery costs more than the SQL here).
-_CLAIM = (update(_TABLE)
-          .where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.state == QUEUED,
-                 _TABLE.c.next_attempt_at <= bindparam("b_at"), _TABLE.c.raw.is_not(None))
+# A row that may be sent now: queued, due at b_at, rendered.
+_DUE = (_TABLE.c.state == QUEUED, _TABLE.c.next_attempt_at <= bindparam("b_at"),
+        _TABLE.c.raw.is_not(None))
+_CLAIM = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), *_DUE)
           .values(next_attempt_at=bindparam("b_until")))
 _READ = select(_TABLE.c.message_id, _TABLE.c.raw, _TABLE.c.from_addr, _TABLE.c.to_addrs,
                _TABLE.c.attempts).where(_TABLE.c.id == bindparam("b_id"))
 _CLAIM_READ = _CLAIM.returning(*_READ.selected_columns)
 _READ_DUE = (select(_TABLE.c.id, *_READ.selected_columns)
-             .where(_TABLE.c.id.in_(bindparam("b_ids", expanding=True)),
-                    _TABLE.c.state == QUEUED, _TABLE.c.next_attempt_at <= bindparam("b_at"),
-                    _TABLE.c.raw.is_not(None)))
+             .where(_TABLE.c.id.in_(bindparam("b_ids", expanding=True)), *_DUE))
 # Outcomes touch only a row still queued: another sender may have recorded it meanwhile.
 _SENT = (update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.state == QUEUED)
          .values(state=SENT, sent_at=bindparam("b_at"), attempts=_TABLE.c.attempts + 1,
@@ -294,8 +301,7 @@ def _claim(session: Session, row_id: int, at: datetime, policy: _Policy) -> _Cla
         if conn.execute(_CLAIM, params).rowcount != 1:
             return None
         row = conn.execute(_READ, {"b_id": row_id}).one()
-    return _Claimed(row_id, row.message_id, bytes(row.raw), row.from_addr,
-                    list(row.to_addrs or []), row.attempts)
+    return _Claimed.read(row_id, row)
 
 
 def _deliver(session: Session, row: _Claimed, transport: Transport,

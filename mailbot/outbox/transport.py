@@ -97,17 +97,9 @@ class Transport:
         raise NotImplementedError
 
     def send_many(self, mails: Sequence[Mail]) -> list[Exception | None]:
-        """Deliver each mail in turn: per mail, None when it was accepted, else what `send`
-        raised (the sender records it against that mail's row)."""
-        outcomes: list[Exception | None] = []
-        for raw, from_addr, to_addrs in mails:
-            try:
-                self.send(raw, from_addr, to_addrs)
-            except Exception as exc:  # noqa: BLE001 - the caller records it, as for send
-                outcomes.append(exc)
-            else:
-                outcomes.append(None)
-        return outcomes
+        """An idempotent transport's batch: per mail, None when it was accepted, else the
+        failure `send` would have raised (the sender records it against that mail's row)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release the connection of this batch; a later `send` opens a new one."""
